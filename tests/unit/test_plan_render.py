@@ -1,0 +1,61 @@
+"""The plan in JSON (stable, decodable) and in words (the preflight)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from bottle.core.manifest_load import parse_json_manifest
+from bottle.core.plan import ImageSettings, LaunchPlan, LaunchRequest, plan_launch, secret_uses
+from bottle.core.plan_render import plan_to_json, render_json, render_text
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def plan(name: str = "claude-code.json", identity: str = "claude-k3x9q", present: bool = False) -> LaunchPlan:
+    path = EXAMPLES / name
+    (agent,) = parse_json_manifest(path.read_text(), str(path), str(path.parent))
+    request = LaunchRequest(
+        agent=agent.name, cwd="/p", runtime="podman", state_dir="/s", images=ImageSettings(version="1.2.3")
+    )
+    return plan_launch(agent, request, identity, {use.ref: present for use in secret_uses(agent)})
+
+
+def test_json_decodes_back_to_the_same_plan() -> None:
+    p = plan()
+    assert msgspec.json.decode(render_json(p), type=LaunchPlan) == p
+    assert msgspec.json.decode(plan_to_json(p), type=LaunchPlan) == p
+
+
+def test_json_key_order_is_stable_and_top_level_fields_are_in_declaration_order() -> None:
+    text = render_json(plan())
+    data = json.loads(text)
+    assert list(data)[:4] == ["identity", "agent", "description", "runtime"]
+    labels = data["containers"][0]["labels"]
+    assert list(labels) == sorted(labels)
+    assert text.endswith("}\n")
+
+
+def test_text_says_what_will_happen() -> None:
+    text = render_text(plan())
+    assert "bottle claude-k3x9q: agent `claude` on podman" in text
+    assert "/p mounted read-write at /workspace" in text
+    assert "agent -> egress-proxy -> guard -> internet" in text
+    assert "pypi.org, files.pythonhosted.org, api.anthropic.com" in text
+    assert "https://api.anthropic.com  x-api-key  from env:ANTHROPIC_API_KEY (MISSING)" in text
+    assert "bottle-agent-claude-k3x9q  [agent]" in text
+    assert "HTTP_PROXY/HTTPS_PROXY/http_proxy/https_proxy=http://egress-proxy:8080" in text
+    assert "EDITOR (from the manifest)" in text
+    assert "BOTTLE_TOKEN_0 (from env:ANTHROPIC_API_KEY)" in text
+    assert "warnings:" in text and "! secret env:ANTHROPIC_API_KEY is missing" in text
+
+
+def test_text_of_the_git_example() -> None:
+    text = render_text(plan("generic-git.json", identity="implementer-abcde", present=True))
+    assert "origin  https://github.com/example-org/example-repo.git  token env:GITHUB_TOKEN (present)" in text
+    assert "protected main, release/*" in text
+    assert "supervise: on" in text
+    assert "build localhost/bottle-dockerfile-implementer:latest from" in text
+    assert "warnings:" not in text
