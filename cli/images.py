@@ -1,0 +1,100 @@
+"""``bottle images``: make the base image, build sidecar images, list what bottle made."""
+
+from __future__ import annotations
+
+import click
+
+from bottle.cli.app import AppState, bottle_version
+from bottle.cli.progress import progress
+from bottle.core.images import DEFAULT_BASE_IMAGE, LABEL_IMAGE_KIND, BaseImageRecipe
+from bottle.core.naming import LABEL_MANAGED
+
+
+def _runtime(state: AppState):
+    from bottle.cli.wiring import resolve_runtime  # noqa: PLC0415
+
+    container = state.get_container()
+    resolve_runtime(container, state.runtime)
+    return container.runtime()
+
+
+@click.group(short_help="Build or bootstrap the images bottle needs.")
+def images() -> None:
+    """Make and list the images bottle runs.
+
+    On a machine that can pull images, base images come from a registry as
+    usual. Where none is reachable, `bottle images bootstrap` makes the base
+    from Debian's packages; every Dockerfile bottle ships takes the base as
+    the build argument BASE, so both ways work.
+    """
+
+
+@images.command("bootstrap")
+@click.option("--tag", default=DEFAULT_BASE_IMAGE, show_default=True, help="Tag of the base image to make.")
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite to bootstrap.")
+@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True, help="Debian mirror.")
+@click.option("--tarball", type=click.Path(exists=True, dir_okay=False),
+              help="Import this rootfs tarball instead of running debootstrap.")
+@click.option("--refresh", is_flag=True, help="Rebuild the cached rootfs even if one exists.")
+@click.option("--force", is_flag=True, help="Import again even if the engine already has the tag.")
+@click.pass_obj
+def bootstrap(state: AppState, tag: str, suite: str, mirror: str, tarball: str | None,
+              refresh: bool, force: bool) -> None:
+    """Make the local base image with debootstrap and import it into the engine.
+
+    The rootfs (Debian minbase plus python3 and ca-certificates) is cached
+    under the user cache dir, so importing it into a second engine takes
+    seconds. Needs root for debootstrap, not for the import: rootless Podman
+    gets the same tarball through its own API socket.
+
+    \b
+    Examples:
+      sudo bottle --runtime docker images bootstrap
+      BOTTLE_PODMAN_URL=unix:///run/user/1000/podman/podman.sock \\
+        bottle --runtime podman images bootstrap --tarball ~/.cache/bottle/rootfs-...tar.gz
+    """
+    import platformdirs  # noqa: PLC0415
+
+    from bottle.adapters.rootfs import cached_rootfs  # noqa: PLC0415
+
+    runtime = _runtime(state)
+    if runtime.image_exists(tag) and not (force or refresh):
+        click.echo(f"{runtime.name}: {tag} already present (use --force to import again)")
+        return
+    recipe = BaseImageRecipe(suite=suite, mirror=mirror, tag=tag)
+    if tarball is None:
+        with progress(f"bootstrapping Debian {suite} rootfs") as report:
+            tarball = cached_rootfs(recipe, platformdirs.user_cache_dir("bottle"), refresh=refresh,
+                                    on_progress=report)
+    with progress(f"importing {tag} into {runtime.name}") as report:
+        info = runtime.import_image(tarball, tag, on_progress=report)
+    click.echo(f"{runtime.name}: {tag} ready ({info.id[:19]})")
+
+
+@images.command("ls")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def ls(state: AppState, fmt: str) -> None:
+    """List the images bottle built or imported in the selected engine."""
+    runtime = _runtime(state)
+    found = runtime.list_images({LABEL_MANAGED: "true"})
+    if runtime.image_exists(DEFAULT_BASE_IMAGE) and not any(DEFAULT_BASE_IMAGE in i.tags for i in found):
+        found.insert(0, runtime.inspect_image(DEFAULT_BASE_IMAGE))
+    rows = [
+        {"tags": list(i.tags), "id": i.id, "kind": i.labels.get(LABEL_IMAGE_KIND, "base"),
+         "size_mb": round(i.size / 1e6, 1)}
+        for i in found
+    ]
+    if fmt == "json":
+        import json  # noqa: PLC0415
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no bottle images in {runtime.name}; run `bottle images bootstrap` then `bottle images build`")
+        return
+    for row in rows:
+        click.echo(f"{', '.join(row['tags']) or '<untagged>':50} {row['kind']:14} {row['size_mb']:>8} MB")
+
+
+__all__ = ["images", "bottle_version"]
