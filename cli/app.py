@@ -44,6 +44,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "info": LazyCommand("bottle.cli.info:info", "Show what an agent is declared to get."),
     "doctor": LazyCommand("bottle.cli.doctor:doctor", "Check which container engines answer and what is set up."),
     "images": LazyCommand("bottle.cli.images:images", "Build or bootstrap the images bottle needs."),
+    "egress": LazyCommand("bottle.cli.egress:egress", "Try an agent's egress policy on a request, offline."),
 }
 
 

@@ -1,0 +1,81 @@
+"""The few mitmproxy-facing helpers both egress addons need (no decisions here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from mitmproxy import ctx, http
+
+from bottle.core.egress_policy import denial_text
+
+DENIED_BY_HEADER = "X-Bottle-Denied-By"
+RULE_HEADER = "X-Bottle-Rule"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def deny_response(rule: str, reason: str, *, role: str, host: str = "", agent: str = "") -> http.Response:
+    """The 403 a denied client gets: the rule, the (secret-free) reason and how to ask for access."""
+    body = denial_text(rule, reason, role=role, host=host, agent=agent)
+    return http.Response.make(
+        403,
+        body.encode("utf-8"),
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            DENIED_BY_HEADER: role,
+            RULE_HEADER: rule,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def request_headers(flow: http.HTTPFlow) -> tuple[tuple[str, str], ...]:
+    """The request's headers as (name, value) pairs, duplicates kept, with HTTP/2's authority as Host."""
+    req = flow.request
+    pairs = list(req.headers.items(multi=True))
+    if not any(name.lower() == "host" for name, _ in pairs) and req.host_header:
+        pairs.insert(0, ("Host", req.host_header))
+    return tuple(pairs)
+
+
+def abort_upstream(flow: http.HTTPFlow) -> bool:
+    """Cut the flow's server connection now, mid-request; True if it was found and closed.
+
+    mitmproxy 11 cannot kill a flow whose body is already streaming
+    (mitmproxy issue 4711): the rest of the body would be withheld, but the
+    end of the message (a chunked terminator) would still be sent and the
+    server would act on a truncated request. Closing the connection makes
+    the server see an aborted request instead. Uses the proxy server's
+    connection table, which is not a public API: pinned to mitmproxy 11.0.
+    """
+    try:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
+        if handler is None or flow.server_conn not in handler.transports:
+            return False
+        handler.close_connection(flow.server_conn)
+        return True
+    except (AttributeError, KeyError, RuntimeError):
+        return False
+
+
+def run_mitmdump(addon_factory: Callable[[], object], args: Sequence[str]) -> None:
+    """Run mitmdump with ``args`` and our addon loaded before the options are parsed.
+
+    Loading the addon into the master (rather than with ``-s script.py``)
+    means its ``--set bottle_*`` options exist when the command line is read,
+    and no script file is watched for changes.
+    """
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.tools.main import run
+
+    class BottleMaster(DumpMaster):
+        def __init__(self, options, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(options, **kwargs)
+            self.addons.add(addon_factory())
+
+    run(BottleMaster, cmdline.mitmdump, list(args))

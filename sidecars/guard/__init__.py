@@ -1,0 +1,1 @@
+"""The guard sidecar: the bottle's only way out for HTTP(S)."""
