@@ -89,7 +89,7 @@ def check_result(
         policy = EgressPolicy.build(
             [*bottle.egress.allow, *extra_allow],
             table,
-            allow_private=allow_private,
+            allow_private=[*bottle.egress.allow_private, *allow_private],
             secrets=secrets or {},
             agent=agent.name,
         )

@@ -84,6 +84,9 @@ class Egress(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Hosts the agent may reach, and an extra CA the guard trusts upstream."""
 
     allow: tuple[str, ...] = ()
+    # Non-public addresses or networks the guard may connect to (a registry
+    # mirror on the LAN); everything private stays blocked otherwise.
+    allow_private: tuple[str, ...] = ()
     extra_ca_file: str | None = None
 
 

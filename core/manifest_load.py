@@ -19,6 +19,7 @@ Within one layer a name may be declared once.
 from __future__ import annotations
 
 import json
+import ipaddress
 import re
 import types
 import urllib.parse
@@ -490,6 +491,14 @@ def _validate_agent(checker: _Checker, agent: Agent, prefix: str) -> Agent:
             allow.append(routing.validate_host_pattern(pattern))
         except ValueError as exc:
             checker.fail(at("bottle", "egress", "allow", index), str(exc))
+    for index, network in enumerate(bottle.egress.allow_private):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            checker.fail(
+                at("bottle", "egress", "allow_private", index),
+                "expected an IP address or network like '10.1.2.3' or '192.168.0.0/16'",
+            )
     ca_file = bottle.egress.extra_ca_file
     if ca_file is not None and (not ca_file.strip() or "\x00" in ca_file):
         checker.fail(at("bottle", "egress", "extra_ca_file"), "expected a path to a PEM CA bundle")
