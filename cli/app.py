@@ -45,6 +45,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "doctor": LazyCommand("bottle.cli.doctor:doctor", "Check which container engines answer and what is set up."),
     "images": LazyCommand("bottle.cli.images:images", "Build or bootstrap the images bottle needs."),
     "egress": LazyCommand("bottle.cli.egress:egress", "Try an agent's egress policy on a request, offline."),
+    "resume": LazyCommand("bottle.cli.resume:resume", "Relaunch a bottle whose state was kept, by its identity."),
+    "ls": LazyCommand("bottle.cli.ls:ls", "List bottles: running, starting, preserved or left behind."),
+    "cleanup": LazyCommand("bottle.cli.cleanup:cleanup", "Remove what stopped or crashed bottles left behind (by label)."),
 }
 
 

@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import click
 
+import os
+
 from bottle.cli.app import AppState, bottle_version
 from bottle.cli.progress import progress
-from bottle.core.images import DEFAULT_BASE_IMAGE, LABEL_IMAGE_KIND, BaseImageRecipe
+from bottle.core.images import (
+    BASE_ARG,
+    DEFAULT_BASE_IMAGE,
+    LABEL_IMAGE_KIND,
+    SHIPPED_SIDECARS,
+    BaseImageRecipe,
+    sidecar_image_tag,
+)
 from bottle.core.naming import LABEL_MANAGED
+
+# Tags sidecar images carry instead of the package version: lets a test run
+# or a pinned deployment use images of its own.
+SIDECAR_VERSION_ENV = "BOTTLE_SIDECAR_VERSION"
+LABEL_VERSION = "io.bottle.version"
+
+
+def sidecar_version() -> str:
+    """The tag of the sidecar images this bottle runs: ``$BOTTLE_SIDECAR_VERSION`` or the package version."""
+    return os.environ.get(SIDECAR_VERSION_ENV) or bottle_version()
 
 
 def _runtime(state: AppState):
@@ -71,6 +90,86 @@ def bootstrap(state: AppState, tag: str, suite: str, mirror: str, tarball: str |
     click.echo(f"{runtime.name}: {tag} ready ({info.id[:19]})")
 
 
+@images.command("build")
+@click.option("--base", default=DEFAULT_BASE_IMAGE, show_default=True,
+              help="Base image the sidecar images build on (any Debian-like image with python3).")
+@click.option("--force", is_flag=True, help="Build even if the images already exist.")
+@click.argument("roles", nargs=-1, type=click.Choice(SHIPPED_SIDECARS))
+@click.pass_obj
+def build(state: AppState, base: str, force: bool, roles: tuple[str, ...]) -> None:
+    """Build the sidecar images (guard, egress proxy) in the selected engine.
+
+    Their Python dependencies are downloaded as wheels by the host's pip
+    (cached under the user cache dir) and installed offline in the build,
+    so the build itself needs no package index. ROLES limits the build to
+    some of the images.
+    """
+    runtime = _runtime(state)
+    built = build_sidecar_images(runtime, base=base, version=sidecar_version(), roles=roles, force=force)
+    if not built:
+        click.echo(f"{runtime.name}: sidecar images {sidecar_version()} already present (use --force to build again)")
+    for tag in built:
+        click.echo(f"{runtime.name}: {tag} ready")
+
+
+def build_sidecar_images(
+    runtime,  # type: ignore[no-untyped-def]
+    *,
+    base: str = DEFAULT_BASE_IMAGE,
+    version: str,
+    roles: tuple[str, ...] = (),
+    force: bool = False,
+    cache_dir: str | None = None,
+) -> list[str]:
+    """Build the sidecar images of ``roles`` (default: all shipped) tagged ``version``; return the tags built.
+
+    Images that exist are skipped unless ``force``. Progress goes to stderr.
+    """
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import platformdirs  # noqa: PLC0415
+
+    from bottle.ports.errors import InputError  # noqa: PLC0415
+    from bottle.ports.runtime import BuildRequest  # noqa: PLC0415
+    from bottle.sidecars._wheels import sidecar_build_contexts  # noqa: PLC0415
+
+    wanted = [r for r in (roles or SHIPPED_SIDECARS)
+              if force or not runtime.image_exists(sidecar_image_tag(r, version))]
+    if not wanted:
+        return []
+    if not runtime.image_exists(base):
+        raise InputError(
+            f"the base image {base} is not in {runtime.name}",
+            hint=f"make it with `bottle --runtime {runtime.name} images bootstrap`, or pull a public base and pass --base",
+        )
+    built = []
+    work = tempfile.mkdtemp(prefix="bottle-sidecar-build-")
+    try:
+        with progress("preparing the sidecar build context") as report:
+            builds = sidecar_build_contexts(
+                os.path.join(work, "context"), cache_dir=cache_dir or platformdirs.user_cache_dir("bottle"),
+                roles=wanted, on_progress=report,
+            )
+        for item in builds:
+            tag = sidecar_image_tag(item.role, version)
+            with progress(f"building {tag} in {runtime.name}") as report:
+                runtime.build_image(
+                    BuildRequest(
+                        context_dir=item.context_dir,
+                        dockerfile=item.dockerfile,
+                        tag=tag,
+                        build_args={BASE_ARG: base},
+                        labels={LABEL_MANAGED: "true", LABEL_IMAGE_KIND: item.role, LABEL_VERSION: version},
+                    ),
+                    on_progress=report,
+                )
+            built.append(tag)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return built
+
+
 @images.command("ls")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
@@ -97,4 +196,4 @@ def ls(state: AppState, fmt: str) -> None:
         click.echo(f"{', '.join(row['tags']) or '<untagged>':50} {row['kind']:14} {row['size_mb']:>8} MB")
 
 
-__all__ = ["images", "bottle_version"]
+__all__ = ["images", "bottle_version", "sidecar_version"]

@@ -22,6 +22,7 @@ import msgspec
 from bottle.core import naming, routing
 from bottle.core.images import DEFAULT_BASE_IMAGE, sidecar_image_tag
 from bottle.core.identity import is_identity, slugify
+from bottle.core.lifecycle import AGENT_HOME, CA_BUNDLE_PATHS
 from bottle.core.manifest import Agent, Manifest, parse_memory
 from bottle.core.manifest_load import ANTHROPIC_HOST
 from bottle.core.state import (
@@ -36,6 +37,11 @@ from bottle.core.tokenref import parse_token_ref
 
 __all__ = [
     "AGENT_CA_PATH",
+    "AGENT_BUNDLE_STATE",
+    "AGENT_GROUP_STATE",
+    "AGENT_PASSWD_STATE",
+    "HOME_STATE_DIR",
+    "SIDECAR_SECRETS_FILE",
     "DEFAULT_AGENT_USER",
     "PLACEHOLDER_TOKEN",
     "SIDECAR_PORT",
@@ -77,6 +83,15 @@ DEFAULT_AGENT_USER = "1000:1000"
 # shaped like no real token so the guard's scanners never mistake it for one.
 PLACEHOLDER_TOKEN = "bottle-placeholder-not-a-secret"
 GIT_TOKEN_SLOT_PREFIX = "BOTTLE_GIT_TOKEN_"
+# A sidecar's secrets arrive as this file, copied in before it starts (an
+# engine's `inspect` shows environment variables, not files).
+SIDECAR_SECRETS_FILE = "/run/bottle-secrets.json"
+# Files of the agent the launcher derives from its image and mounts read-only
+# (state paths), and the state directory mounted as its home.
+AGENT_PASSWD_STATE = "agent/passwd"
+AGENT_GROUP_STATE = "agent/group"
+AGENT_BUNDLE_STATE = "agent/ca-certificates.crt"
+HOME_STATE_DIR = "home"
 
 CLAUDE_TELEMETRY_OFF = (
     ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
@@ -105,6 +120,13 @@ class LaunchRequest(msgspec.Struct, frozen=True):
     to ``DEFAULT_AGENT_USER``. ``home`` expands ``~`` in manifest paths.
     ``per_bottle_dockerfile`` says whether the state holds a Dockerfile from
     an approved capability change (on resume).
+
+    ``sidecar_user`` is who the sidecars run as (None: the image's user);
+    ``userns`` the agent's user namespace mode (``keep-id`` on rootless
+    Podman); both come from ``lifecycle.choose_users``. ``limits_supported``
+    is False where the engine cannot apply pids/memory limits (rootless
+    Podman on cgroup v1): the agent then runs without them, with a warning.
+    ``interactive`` gives the agent a terminal (no ``-- CMD``).
     """
 
     agent: str
@@ -117,6 +139,10 @@ class LaunchRequest(msgspec.Struct, frozen=True):
     user: str | None = None
     home: str = ""
     per_bottle_dockerfile: bool = False
+    sidecar_user: str | None = None
+    userns: str | None = None
+    limits_supported: bool = True
+    interactive: bool = True
 
 
 class SecretUse(msgspec.Struct, frozen=True):
@@ -215,6 +241,11 @@ class ContainerPlan(msgspec.Struct, frozen=True):
     pids_limit: int | None = None
     memory_bytes: int | None = None
     tty: bool = False
+    stdin_open: bool = False
+    userns: str | None = None
+    # Where the launcher copies the container's ``source="secret"`` variables
+    # (as a JSON object) before it starts; they are not passed as env.
+    secrets_file: str | None = None
 
 
 class ProxyWiring(msgspec.Struct, frozen=True):
@@ -507,12 +538,29 @@ def plan_launch(
         agent_env.extend(EnvVar(k, "bottle", v) for k, v in CLAUDE_TELEMETRY_OFF)
     if bottle.supervise:
         agent_env.append(EnvVar("BOTTLE_SUPERVISE_URL", "bottle", _url(naming.ROLE_SUPERVISE)))
+    agent_env.append(EnvVar("HOME", "bottle", AGENT_HOME))
     agent_env.extend(EnvVar(key, "manifest") for key in agent.env)
     agent_mounts = []
     if not request.copy_cwd:
         agent_mounts.append(MountPlan(request.cwd, WORKSPACE, False))
-    agent_mounts.append(MountPlan(state(ca_cert_path(agent_proxy)), AGENT_CA_PATH, True))
+    agent_mounts += [
+        MountPlan(state(ca_cert_path(agent_proxy)), AGENT_CA_PATH, True),
+        # The image's own files with the agent's user and the bottle CA added;
+        # the CA bundle's target is where the image keeps it (the launcher
+        # moves it for images that keep it elsewhere).
+        MountPlan(state(AGENT_PASSWD_STATE), "/etc/passwd", True),
+        MountPlan(state(AGENT_GROUP_STATE), "/etc/group", True),
+        MountPlan(state(AGENT_BUNDLE_STATE), CA_BUNDLE_PATHS[0], True),
+        MountPlan(state(HOME_STATE_DIR), AGENT_HOME, False),
+    ]
     memory = bottle.limits.memory
+    pids = bottle.limits.pids
+    if not request.limits_supported and (memory is not None or pids is not None):
+        warnings.append(
+            f"{request.runtime} here cannot apply pids or memory limits (rootless on cgroup v1): "
+            "the agent runs without them"
+        )
+        memory = pids = None
     containers.append(
         ContainerPlan(
             role=naming.ROLE_AGENT,
@@ -527,11 +575,18 @@ def plan_launch(
             workdir=WORKSPACE,
             read_only_rootfs=bottle.read_only_root,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m"} if bottle.read_only_root else {},
-            pids_limit=bottle.limits.pids,
+            pids_limit=pids,
             memory_bytes=None if memory is None else parse_memory(memory),
-            tty=True,
+            tty=request.interactive,
+            stdin_open=request.interactive,
+            userns=request.userns,
         )
     )
+
+    def with_secrets(env: list[EnvVar]) -> tuple[tuple[EnvVar, ...], str | None]:
+        if not any(v.source == "secret" for v in env):
+            return tuple(env), None
+        return tuple(env + [EnvVar("BOTTLE_SECRETS_FILE", "bottle", SIDECAR_SECRETS_FILE)]), SIDECAR_SECRETS_FILE
 
     # guard: the only container with a way out for HTTP
     git_secret_env = [EnvVar(slot, "secret", token_ref=ref) for ref, slot in git_slots.items()]
@@ -550,6 +605,7 @@ def plan_launch(
         extra_ca = _expand_home(agent.resolve_path(bottle.egress.extra_ca_file), request.home)
         guard_mounts.append(MountPlan(extra_ca, SIDECAR_EXTRA_CA, True))
         guard_env.append(EnvVar("BOTTLE_EXTRA_CA_FILE", "bottle", SIDECAR_EXTRA_CA))
+    guard_vars, guard_secrets = with_secrets(guard_env)
     containers.append(
         ContainerPlan(
             role=naming.ROLE_GUARD,
@@ -560,8 +616,10 @@ def plan_launch(
                 NetworkAttachmentPlan(internal, (naming.ROLE_GUARD,)),
                 NetworkAttachmentPlan(egress),
             ),
-            env=tuple(guard_env),
+            env=guard_vars,
             mounts=tuple(guard_mounts),
+            user=request.sidecar_user,
+            secrets_file=guard_secrets,
         )
     )
 
@@ -571,6 +629,7 @@ def plan_launch(
             EnvVar("HTTP_PROXY", "bottle", _url(naming.ROLE_GUARD)),
             EnvVar("BOTTLE_UPSTREAM_CA", "bottle", SIDECAR_UPSTREAM_CA),
         ] + route_secret_env
+        proxy_vars, proxy_secrets = with_secrets(proxy_env)
         containers.append(
             ContainerPlan(
                 role=naming.ROLE_EGRESS_PROXY,
@@ -581,7 +640,9 @@ def plan_launch(
                     NetworkAttachmentPlan(internal, (naming.ROLE_EGRESS_PROXY,)),
                     NetworkAttachmentPlan(egress),
                 ),
-                env=tuple(proxy_env),
+                env=proxy_vars,
+                user=request.sidecar_user,
+                secrets_file=proxy_secrets,
                 mounts=tuple(
                     ca_mounts(naming.ROLE_EGRESS_PROXY)
                     + [
@@ -594,7 +655,7 @@ def plan_launch(
         )
 
     if has_git:
-        gate_env = common_env(naming.ROLE_GIT_GATE) + git_secret_env
+        gate_vars, gate_secrets = with_secrets(common_env(naming.ROLE_GIT_GATE) + git_secret_env)
         containers.append(
             ContainerPlan(
                 role=naming.ROLE_GIT_GATE,
@@ -605,8 +666,10 @@ def plan_launch(
                     NetworkAttachmentPlan(internal, (naming.ROLE_GIT_GATE,)),
                     NetworkAttachmentPlan(egress),
                 ),
-                env=tuple(gate_env),
+                env=gate_vars,
                 mounts=(audit_mount,),
+                user=request.sidecar_user,
+                secrets_file=gate_secrets,
             )
         )
 
@@ -620,6 +683,7 @@ def plan_launch(
                 networks=(NetworkAttachmentPlan(internal, (naming.ROLE_SUPERVISE,)),),
                 env=tuple(common_env(naming.ROLE_SUPERVISE)),
                 mounts=(MountPlan(state(PROPOSALS_DIR), SUPERVISE_QUEUE_DIR, False),),
+                user=request.sidecar_user,
             )
         )
 

@@ -65,6 +65,11 @@ def _container_lines(container: ContainerPlan) -> list[str]:
         lines.append(f"      mount: {mount.source} -> {mount.target} ({mode})")
     for word in _env_words(container.env):
         lines.append(f"      env: {word}")
+    if container.secrets_file:
+        lines.append(f"      secrets: copied in as {container.secrets_file} before it starts (not in its env)")
+    if container.user:
+        userns = f", user namespace {container.userns}" if container.userns else ""
+        lines.append(f"      runs as: {container.user}{userns}")
     return lines
 
 

@@ -236,6 +236,12 @@ class ContainerRuntime(Protocol):
         An internal network gives its members no route to any address off
         the network and no resolution of outside names, while members still
         resolve each other by container name and alias.
+
+        On Podman a member resolves the peers that were running when it was
+        created (written into its /etc/hosts): aardvark-dns before 1.11
+        forwards unknown names to the host's resolvers even from internal
+        networks, so internal networks there get no DNS server at all.
+        Create servers before their clients.
         """
         ...
 
@@ -254,7 +260,9 @@ class ContainerRuntime(Protocol):
         ``NameConflict`` if the name is taken, ``NotFound`` if the image or a
         network is missing. Security options are applied as asked: user,
         dropped/added capabilities, no-new-privileges, read-only root,
-        pids and memory limits are what a process inside observes.
+        pids and memory limits are what a process inside observes; an engine
+        that cannot apply the limits (rootless Podman on cgroup v1) raises
+        ``EngineError`` instead of dropping them.
         """
         ...
 
@@ -310,7 +318,8 @@ class ContainerRuntime(Protocol):
 
         Paths in the result are relative to ``path``'s parent (copying out
         ``/etc/hostname`` gives one entry ``hostname``). ``NotFound`` if the
-        path does not exist.
+        path does not exist. Content and mode are the container's; uid/gid
+        are too on Docker, while Podman reports the caller's ids.
         """
         ...
 
@@ -321,7 +330,8 @@ class ContainerRuntime(Protocol):
     def remove_labelled(self, labels: Mapping[str, str]) -> RemovalSummary:
         """Force-remove every container, then every network, then every image carrying all ``labels``.
 
-        Idempotent: resources that vanish meanwhile are not errors.
+        Idempotent: resources that vanish meanwhile are not errors. An empty
+        ``labels`` raises ``ValueError`` rather than remove everything.
         """
         ...
 

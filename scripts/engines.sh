@@ -53,6 +53,13 @@ if ! /usr/bin/docker version >/dev/null 2>&1; then
     nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 &
     wait_for 60 dockerd /usr/bin/docker version || { tail -20 "$LOG_DIR/dockerd.log" >&2; exit 1; }
 fi
+# Docker sets FORWARD to DROP and bridged packets pass iptables, so traffic
+# between peers on one Podman bridge would be dropped. Accept only
+# bridge-internal Podman traffic; isolation between networks stays.
+if iptables -L DOCKER-USER >/dev/null 2>&1; then
+    iptables -C DOCKER-USER -m physdev --physdev-is-bridged -i podman+ -j ACCEPT 2>/dev/null \
+        || iptables -I DOCKER-USER -m physdev --physdev-is-bridged -i podman+ -j ACCEPT
+fi
 say "docker up: $(/usr/bin/docker version --format '{{.Server.Version}} api {{.Server.APIVersion}}')"
 
 # Rootful Podman API service.

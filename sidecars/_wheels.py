@@ -56,6 +56,7 @@ SIDECARS = {
     # role -> package directory under bottle/sidecars
     "guard": "guard",
     "egress-proxy": "egress_proxy",
+    "git-gate": "git_gate",
 }
 LIB_PACKAGES = ("core", "ports", "sidecars")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}

@@ -204,12 +204,12 @@ def test_project_and_user_manifests_are_found(project: Path, tmp_path: Path) -> 
 # -- refusals ---------------------------------------------------------------
 
 
-def test_start_without_dry_run_is_refused_with_exit_2(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_without_a_terminal_to_ask_on_needs_yes(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     result = run("start", "claude", "--manifest", CLAUDE)
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ")
-    assert "--dry-run" in result.stderr and "hint: " in result.stderr
+    assert result.stderr.startswith("error: refusing to start a bottle without confirmation")
+    assert "hint: pass -y" in result.stderr
 
 
 def test_start_refuses_when_a_secret_is_missing(project: Path) -> None:

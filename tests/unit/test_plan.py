@@ -413,3 +413,56 @@ def test_guard_and_egress_proxy_read_the_policy_directory() -> None:
 def test_an_invalid_identity_is_refused() -> None:
     with pytest.raises(ValueError):
         plan_of(example("claude-code.json"), identity="Not An Identity")
+
+
+# -- what the launcher needs (issue 5) -----------------------------------------
+
+
+def test_sidecars_run_as_the_state_owner_and_the_agent_keeps_its_user() -> None:
+    plan = plan_of(example("claude-code.json"), user="1234:55", sidecar_user="0:0")
+    assert plan.container("agent").user == "1234:55"  # type: ignore[union-attr]
+    for role in ("guard", "egress-proxy"):
+        assert plan.container(role).user == "0:0"  # type: ignore[union-attr]
+    rootless = plan_of(example("claude-code.json"), user="1001:1001", userns="keep-id")
+    assert rootless.container("agent").userns == "keep-id"  # type: ignore[union-attr]
+    assert rootless.container("guard").user is None and rootless.container("guard").userns is None  # type: ignore[union-attr]
+
+
+def test_secrets_travel_as_a_file_copied_into_their_sidecar() -> None:
+    plan = plan_of(example("claude-code.json"), present={"env:ANTHROPIC_API_KEY": True})
+    for role in ("guard", "egress-proxy"):
+        container = plan.container(role)
+        assert container is not None and container.secrets_file == "/run/bottle-secrets.json"
+        assert env(plan, role)["BOTTLE_SECRETS_FILE"].value == "/run/bottle-secrets.json"
+    agent = plan.container("agent")
+    assert agent is not None and agent.secrets_file is None
+    plain = plan_of(agent_of({"image": "x"}))
+    assert plain.container("guard").secrets_file is None  # type: ignore[union-attr]
+    assert "BOTTLE_SECRETS_FILE" not in env(plain, "guard")
+
+
+def test_the_agent_gets_a_home_its_passwd_and_the_ca_bundle_from_the_state() -> None:
+    agent = plan_of(example("claude-code.json")).container("agent")
+    assert agent is not None
+    mounts = {m.target: m for m in agent.mounts}
+    assert mounts["/home/bottle"].source == f"{STATE}/home" and not mounts["/home/bottle"].read_only
+    assert mounts["/etc/passwd"].source == f"{STATE}/agent/passwd" and mounts["/etc/passwd"].read_only
+    assert mounts["/etc/group"].read_only
+    assert mounts["/etc/ssl/certs/ca-certificates.crt"].source == f"{STATE}/agent/ca-certificates.crt"
+    assert {v.name: v.value for v in agent.env}["HOME"] == "/home/bottle"
+
+
+def test_a_terminal_only_without_a_command() -> None:
+    interactive = plan_of(example("claude-code.json")).container("agent")
+    batch = plan_of(example("claude-code.json"), interactive=False, command=("true",)).container("agent")
+    assert interactive is not None and (interactive.tty, interactive.stdin_open) == (True, True)
+    assert batch is not None and (batch.tty, batch.stdin_open) == (False, False)
+
+
+def test_engines_without_limits_drop_them_with_a_warning() -> None:
+    plan = plan_of(example("claude-code.json"), limits_supported=False, runtime="podman")
+    agent = plan.container("agent")
+    assert agent is not None and agent.pids_limit is None and agent.memory_bytes is None
+    assert any("cannot apply pids or memory limits" in w for w in plan.warnings)
+    lifted = plan_of(agent_of({"image": "x", "bottle": {"limits": {"memory": None, "pids": None}}}), limits_supported=False)
+    assert not any("limits" in w for w in lifted.warnings)

@@ -59,3 +59,13 @@ def test_text_of_the_git_example() -> None:
     assert "supervise: on" in text
     assert "build localhost/bottle-dockerfile-implementer:latest from" in text
     assert "warnings:" not in text
+
+
+def test_text_says_how_secrets_travel_and_who_runs() -> None:
+    (agent,) = parse_json_manifest(json.dumps({"agents": {"a": {"image": "x", "bottle": {"egress_proxy": {"routes": [
+        {"upstream": "https://api.example.com", "token_ref": "TOK"}]}}}}}), "/p/bottle.json", "/p")
+    request = LaunchRequest(agent="a", cwd="/p", runtime="podman", state_dir="/s/a-k3x9q", images=ImageSettings("1"),
+                            user="1001:1001", userns="keep-id")
+    text = render_text(plan_launch(agent, request, "a-k3x9q", {"env:TOK": True}))
+    assert "secrets: copied in as /run/bottle-secrets.json before it starts (not in its env)" in text
+    assert "runs as: 1001:1001, user namespace keep-id" in text

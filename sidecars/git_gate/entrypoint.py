@@ -1,0 +1,53 @@
+"""Start the git gate: check its environment, prepare the repositories, serve smart HTTP.
+
+Refuses to start (exit 2, one line saying why) when ``BOTTLE_GIT_REMOTES``
+is missing or invalid or the repositories cannot be prepared. A remote
+whose token is missing does not stop it: fetches and pushes of that remote
+fail with a message saying so. Prints ``bottle git gate: listening on
+:<port>`` once it accepts connections (``GET /healthz`` answers ``ok``).
+SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+
+from bottle.sidecars.git_gate.gitcmd import GateError, GateSettings, prepare_runtime
+from bottle.sidecars.git_gate.server import serve
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    del argv
+    env = dict(environ if environ is not None else os.environ)
+    try:
+        settings = GateSettings.from_env(env)
+        prepare_runtime(settings)
+    except GateError as exc:
+        print(f"bottle git gate: cannot start: {exc}", file=sys.stderr)
+        return 2
+    for remote in settings.config.remotes:
+        if remote.token_env not in settings.tokens:
+            print(f"bottle git gate: warning: no credential for remote {remote.name} ({remote.token_env} is empty)",
+                  file=sys.stderr)
+    server = serve(settings, env)
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    names = ", ".join(settings.config.names())
+    print(f"bottle git gate: listening on :{settings.listen_port} for {names}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""The git gate sidecar's parts that need no server: settings, credential helper, git environments, push argv."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bottle.core.gitgate import GateRemote, encode_gate_config
+from bottle.core.gitpolicy import PushRefUpdate
+from bottle.sidecars.git_gate import credential
+from bottle.sidecars.git_gate.gitcmd import GateError, GateSettings, local_env, prepare_runtime, upstream_env
+from bottle.sidecars.git_gate.hook import upstream_push_argv
+
+TOKEN = "gt-Sidecar0Credential1Value2abcdefXYZ"
+ZERO = "0" * 40
+A = "a" * 40
+B = "b" * 40
+ORIGIN = GateRemote("origin", "https://git.example.test/org/repo.git", "BOTTLE_GIT_TOKEN_0")
+
+
+def settings_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "BOTTLE_GIT_REMOTES": encode_gate_config([ORIGIN]),
+        "BOTTLE_IDENTITY": "agent-abcde",
+        "BOTTLE_GIT_ROOT": str(tmp_path / "srv"),
+        "BOTTLE_RUNTIME_DIR": str(tmp_path / "run"),
+        "BOTTLE_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "PATH": os.environ["PATH"],
+    }
+    env.update(extra)
+    return env
+
+
+# -- settings --------------------------------------------------------------------
+
+
+def test_settings_read_tokens_from_env_and_secrets_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"BOTTLE_GIT_TOKEN_1": "from-file", "BOTTLE_TOKEN_0": "not-mine", "BOTTLE_GIT_TOKEN_2": ""}))
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN, BOTTLE_SECRETS_FILE=str(secrets)))
+    assert s.tokens == {"BOTTLE_GIT_TOKEN_0": TOKEN, "BOTTLE_GIT_TOKEN_1": "from-file"}
+    assert s.config.names() == ("origin",)
+    assert s.role == "git-gate" and s.listen_port == 8080
+    assert s.repo(ORIGIN) == str(tmp_path / "srv" / "origin.git")
+    assert s.scanner().scan(f"x {TOKEN} y", "t")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"BOTTLE_GIT_REMOTES": ""}, "BOTTLE_GIT_REMOTES is not set"),
+        ({"BOTTLE_GIT_REMOTES": "{oops"}, "not JSON"),
+        ({"BOTTLE_LISTEN_PORT": "http"}, "not a port"),
+        ({"BOTTLE_SECRETS_FILE": "/nonexistent/secrets.json"}, "cannot read the secrets file"),
+    ],
+)
+def test_bad_settings_name_the_problem(tmp_path: Path, change: dict[str, str], message: str) -> None:
+    with pytest.raises(GateError, match=message):
+        GateSettings.from_env(settings_env(tmp_path, **change))
+
+
+def test_a_malformed_secrets_file_is_named_not_quoted(tmp_path: Path) -> None:
+    secrets = tmp_path / "s.json"
+    secrets.write_text(f'["{TOKEN}"]')
+    with pytest.raises(GateError) as err:
+        GateSettings.from_env(settings_env(tmp_path, BOTTLE_SECRETS_FILE=str(secrets)))
+    assert str(secrets) in str(err.value) and TOKEN not in str(err.value)
+
+
+# -- the credential helper ----------------------------------------------------------
+
+HELPER_ENV = {
+    "BOTTLE_GIT_CREDENTIAL_ENV": "BOTTLE_GIT_TOKEN_0",
+    "BOTTLE_GIT_CREDENTIAL_HOST": "git.example.test",
+    "BOTTLE_GIT_CREDENTIAL_USER": "x-access-token",
+    "BOTTLE_GIT_TOKEN_0": TOKEN,
+}
+
+
+@pytest.mark.parametrize("host", ["git.example.test", "GIT.example.test", "git.example.test:8443"])
+def test_credential_helper_answers_for_its_own_host(host: str) -> None:
+    request = f"protocol=https\nhost={host}\npath=org/repo.git\n"
+    assert credential.answer("get", request, HELPER_ENV) == f"username=x-access-token\npassword={TOKEN}\n"
+
+
+@pytest.mark.parametrize(
+    ("operation", "request_text", "env"),
+    [
+        ("get", "protocol=https\nhost=evil.example\n", HELPER_ENV),
+        ("get", "protocol=https\nhost=git.example.test.evil.example\n", HELPER_ENV),
+        ("get", "protocol=http\nhost=git.example.test\n", HELPER_ENV),
+        ("store", "protocol=https\nhost=git.example.test\nusername=u\npassword=p\n", HELPER_ENV),
+        ("erase", "protocol=https\nhost=git.example.test\n", HELPER_ENV),
+        ("get", "protocol=https\nhost=git.example.test\n", {**HELPER_ENV, "BOTTLE_GIT_TOKEN_0": ""}),
+        ("get", "protocol=https\nhost=git.example.test\n", {k: v for k, v in HELPER_ENV.items() if k != "BOTTLE_GIT_CREDENTIAL_HOST"}),
+    ],
+)
+def test_credential_helper_gives_nothing_otherwise(operation: str, request_text: str, env: dict[str, str]) -> None:
+    assert credential.answer(operation, request_text, env) == ""
+
+
+def test_credential_helper_main_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in HELPER_ENV.items():
+        monkeypatch.setenv(k, v)
+    out = io.StringIO()
+    assert credential.main(["get"], io.StringIO("protocol=https\nhost=git.example.test\n"), out) == 0
+    assert out.getvalue().endswith(f"password={TOKEN}\n")
+
+
+# -- git environments -------------------------------------------------------------
+
+
+def test_upstream_env_configures_the_helper_without_the_token_in_any_config(tmp_path: Path) -> None:
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN, HOME="/root", GIT_DIR="/elsewhere"))
+    env = upstream_env(s, ORIGIN, inherit={"PATH": "/usr/bin", "HOME": "/root", "GIT_DIR": "/x", "SSH_AUTH_SOCK": "/s"})
+    config = {env[f"GIT_CONFIG_KEY_{i}"]: env[f"GIT_CONFIG_VALUE_{i}"] for i in range(int(env["GIT_CONFIG_COUNT"]))}
+    assert "bottle.sidecars.git_gate.credential" in config["credential.helper"]
+    assert all(TOKEN not in v for v in config.values())
+    assert env["BOTTLE_GIT_TOKEN_0"] == TOKEN and env["BOTTLE_GIT_CREDENTIAL_ENV"] == "BOTTLE_GIT_TOKEN_0"
+    assert env["BOTTLE_GIT_CREDENTIAL_HOST"] == "git.example.test"
+    assert env["HOME"] == s.home and env["GIT_TERMINAL_PROMPT"] == "0"
+    assert "GIT_DIR" not in env and "SSH_AUTH_SOCK" not in env
+    assert config["http.followRedirects"] == "false" and config["protocol.allow"] == "never"
+
+
+def test_upstream_env_refuses_without_a_token(tmp_path: Path) -> None:
+    s = GateSettings.from_env(settings_env(tmp_path))
+    with pytest.raises(GateError, match="no credential for remote 'origin'"):
+        upstream_env(s, ORIGIN)
+
+
+def test_local_env_trusts_the_gates_own_repositories(tmp_path: Path) -> None:
+    s = GateSettings.from_env(settings_env(tmp_path))
+    env = local_env(s, {"PATH": "/bin", "GIT_CONFIG_PARAMETERS": "'core.hooksPath'='/tmp/evil'"})
+    assert "GIT_CONFIG_PARAMETERS" not in env
+    assert env["GIT_CONFIG_KEY_0"] == "safe.directory" and env["GIT_CONFIG_VALUE_0"] == "*"
+
+
+def test_prepare_runtime_makes_configured_bare_repos_and_the_hook(tmp_path: Path) -> None:
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN))
+    prepare_runtime(s)
+    prepare_runtime(s)  # idempotent
+    repo = Path(s.repo(ORIGIN))
+    config = (repo / "config").read_text()
+    assert "bare = true" in config and "receivepack = true" in config and s.hooks_dir in config
+    assert TOKEN not in config and "credential" not in config
+    hook = Path(s.hooks_dir) / "pre-receive"
+    assert os.access(hook, os.X_OK) and "bottle.sidecars.git_gate.hook" in hook.read_text()
+
+
+# -- what goes upstream -----------------------------------------------------------------
+
+
+def test_upstream_push_argv_forces_only_what_the_rules_let_through_and_leases_it() -> None:
+    updates = [
+        PushRefUpdate("refs/heads/main", A, B),
+        PushRefUpdate("refs/heads/topic", A, B),
+        PushRefUpdate("refs/heads/new", ZERO, B),
+        PushRefUpdate("refs/heads/old", A, ZERO),
+        PushRefUpdate("refs/tags/v1", ZERO, A),
+    ]
+    argv = upstream_push_argv(ORIGIN, updates, {"refs/heads/main": True, "refs/heads/topic": False})
+    assert argv[:5] == ["git", "push", "--porcelain", "--no-verify", "--no-recurse-submodules"]
+    assert "--atomic" in argv
+    assert f"--force-with-lease=refs/heads/topic:{A}" in argv
+    assert f"--force-with-lease=refs/heads/old:{A}" in argv
+    assert not any(a.startswith("--force-with-lease=refs/heads/main") for a in argv)
+    assert argv[-6:] == [
+        ORIGIN.upstream,
+        f"{B}:refs/heads/main",
+        f"+{B}:refs/heads/topic",
+        f"{B}:refs/heads/new",
+        ":refs/heads/old",
+        f"{A}:refs/tags/v1",
+    ]
+    single = upstream_push_argv(ORIGIN, updates[:1], {"refs/heads/main": True})
+    assert "--atomic" not in single
