@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bottle.adapters._archive import pack, unpack
-from bottle.adapters._errors_common import require_labels, tail
+from bottle.adapters._errors_common import tail
 from bottle.adapters.docker.errors import map_docker_errors
+from bottle.adapters._removal import remove_labelled_through
 from bottle.ports.errors import BuildFailed, EngineError, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
@@ -354,27 +355,7 @@ class DockerRuntime:
         return result
 
     def remove_labelled(self, labels: Mapping[str, str]) -> RemovalSummary:
-        require_labels(labels)
-        containers, networks, images = [], [], []
-        for container in self.list_containers(labels):
-            try:
-                self.remove_container(container.id, force=True)
-            except NotFound:
-                continue
-            containers.append(container.name)
-        for network in self.list_networks(labels):
-            try:
-                self.remove_network(network.id)
-            except NotFound:
-                continue
-            networks.append(network.name)
-        for image in self.list_images(labels):
-            try:
-                self.remove_image(image.id, force=True)
-            except NotFound:
-                continue
-            images.append(image.tags[0] if image.tags else image.id)
-        return RemovalSummary(containers=tuple(containers), networks=tuple(networks), images=tuple(images))
+        return remove_labelled_through(self, labels)
 
     def close(self) -> None:
         if self._client is not None:
