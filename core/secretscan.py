@@ -165,6 +165,7 @@ _AWS_SECRET = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])
 # Matched against the lowercased data, so the literal "secret" leads.
 _AWS_SECRET_KEYWORD = re.compile(rb"secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?")
 _AWS_SECRET_VALUE = re.compile(rb"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")
+_AWS_SECRET_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 
 
@@ -282,18 +283,74 @@ def _hex_decodings(run: bytes) -> Iterable[bytes]:
             yield binascii.unhexlify(piece)
 
 
-def _pct_index_map(data: bytes) -> list[int]:
-    """For each byte ``unquote_to_bytes(data)`` yields, the offset in ``data`` it came from."""
-    out: list[int] = []
-    i, n = 0, len(data)
-    hexdigits = b"0123456789abcdefABCDEF"
-    while i < n:
-        out.append(i)
-        if data[i] == 0x25 and i + 2 < n and data[i + 1] in hexdigits and data[i + 2] in hexdigits:
-            i += 3
-        else:
-            i += 1
-    return out
+_PCT_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}")
+_PCT_CONTEXT = 320
+
+
+class _PctIndex:
+    """Maps offsets in ``unquote_to_bytes(data)`` back to ``data`` by bisecting the escapes' positions."""
+
+    def __init__(self, data: bytes) -> None:
+        self._n = len(data)
+        self._raw = [m.start() for m in _PCT_ESCAPE.finditer(data)]
+        # Decoded offset of each escape: its raw offset minus 2 per escape before it.
+        self._dec = [pos - 2 * i for i, pos in enumerate(self._raw)]
+
+    def start(self, s: int) -> int:
+        k = bisect.bisect_right(self._dec, s)
+        if k and self._dec[k - 1] == s:
+            return self._raw[k - 1]
+        return s + 2 * k
+
+    def end(self, e: int, decoded_len: int) -> int:
+        return self.start(e) if e < decoded_len else self._n
+
+
+def _trie_regex(words: Iterable[bytes]) -> re.Pattern[bytes]:
+    """One regex matching any of ``words``, shaped as a trie so a position costs one branch, not one per word."""
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for c in word:
+            node = node.setdefault(c, {})
+        node[None] = {}
+
+    def emit(node: dict) -> bytes:
+        alts = [re.escape(bytes([c])) + emit(sub) for c, sub in sorted((k, v) for k, v in node.items() if k is not None)]
+        if not alts:
+            return b""
+        body = alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+        return b"(?:" + body + b")?" if None in node else body
+
+    return re.compile(emit(trie) or rb"(?!)")
+
+
+def _finditer(fmt: TokenFormat, data: bytes) -> Iterable[re.Match[bytes]]:
+    """``fmt.pattern.finditer(data)``, faster for a pattern the regex engine cannot skip through.
+
+    A pattern that opens with a literal is located by a fast substring
+    search; one that opens with a class (``[sr]k_live_``) is tried at every
+    byte. On long data such a pattern is tried only where one of its
+    prefixes starts (every match starts with one), non-overlapping as
+    ``finditer`` gives them.
+    """
+    if len(data) <= _SHORT or fmt.pattern.pattern[:1] not in (b"[", b"("):
+        yield from fmt.pattern.finditer(data)
+        return
+    starts: list[int] = []
+    for prefix in fmt.prefixes:
+        i = data.find(prefix)
+        while i >= 0:
+            starts.append(i)
+            i = data.find(prefix, i + 1)
+    last = 0
+    for i in sorted(starts):
+        if i < last:
+            continue
+        m = fmt.pattern.match(data, i)
+        if m is not None:
+            last = m.end()
+            yield m
 
 
 class SecretScanner:
@@ -318,6 +375,9 @@ class SecretScanner:
         self._needles = tuple(needles)
         self._raw_needles = tuple((s.value.encode("utf-8", "surrogateescape"), s.slot) for s in self._brokered)
         self._anchors = _prefix_anchors(p for f in TOKEN_FORMATS for p in f.prefixes)
+        self._anchor_res = {
+            enc: _trie_regex(a.needle for a in self._anchors if a.encoding == enc) for enc in ("base64", "hex")
+        }
         longest = max((len(n) for n, _, _ in needles), default=0)
         # Enough context for every pattern's shortest match, the AWS
         # proximity window, and three encodings of the longest secret.
@@ -402,9 +462,11 @@ class SecretScanner:
             present = {m[0] for m in _ANY_PREFIX.finditer(data)}
             candidates = [f for f in TOKEN_FORMATS if any(p in present for p in _PREFIXES_OF[f.kind])]
         else:
-            candidates = [f for f in TOKEN_FORMATS if any(p in data for p in f.prefixes)]
+            # A pattern that opens with a literal is searched for as fast as
+            # its prefixes would be; checking them first only doubles the work.
+            candidates = list(TOKEN_FORMATS)
         for fmt in candidates:
-            for m in fmt.pattern.finditer(data):
+            for m in _finditer(fmt, data):
                 if fmt.not_after and m.start() > 0 and data[m.start() - 1] in fmt.not_after:
                     continue
                 if fmt.accept is not None and not fmt.accept(m[0]):
@@ -415,6 +477,10 @@ class SecretScanner:
         for a, b in aws_ids:
             lo = max(0, a - _AWS_SECRET_NEAR)
             for m in _AWS_SECRET.finditer(data, lo, b + _AWS_SECRET_NEAR):
+                # endpos hides the byte after the window from the lookahead:
+                # a longer word cut at the window's edge is not a 40-char key.
+                if m.end() < len(data) and data[m.end()] in _AWS_SECRET_CHARS:
+                    continue
                 if _mixed(m[0]) or b"/" in m[0] or b"+" in m[0]:
                     yield "aws-secret-access-key", m.start(), m.end()
         if b"ecret" in data or b"ECRET" in data:
@@ -435,35 +501,58 @@ class SecretScanner:
                 i = decoded.find(raw, i + 1)
 
     def _scan_percent(self, data: bytes, location: str, add: Callable[[Finding], None]) -> None:
-        decoded = unquote_to_bytes(data)
-        if decoded == data:
-            return
-        hits = list(self._decoded_hits(decoded))
-        if not hits:
-            return
-        index = _pct_index_map(data)
-        for kind, s, e, slot in hits:
-            start = index[s]
-            end = index[e] if e < len(index) else len(data)
-            add(Finding(kind, location, start, end, "url", slot))
+        # Only text near an escape decodes differently: decode the lines that
+        # hold one, with _PCT_CONTEXT bytes around them (the AWS key id and
+        # secret may sit that far apart), instead of the whole body.
+        n = len(data)
+        windows: list[list[int]] = []
+        line_end = -1
+        for m in _PCT_ESCAPE.finditer(data):
+            if m.start() < line_end:
+                continue  # another escape on a line already covered
+            line_start = data.rfind(b"\n", 0, m.start()) + 1
+            nl = data.find(b"\n", m.end())
+            line_end = n if nl < 0 else nl
+            lo, hi = max(0, line_start - _PCT_CONTEXT), min(n, line_end + _PCT_CONTEXT)
+            if windows and lo <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], hi)
+            else:
+                windows.append([lo, hi])
+        for lo, hi in windows:
+            part = data[lo:hi]
+            decoded = unquote_to_bytes(part)
+            if decoded == part:
+                continue
+            hits = list(self._decoded_hits(decoded))
+            if not hits:
+                continue
+            index = _PctIndex(part)
+            for kind, s, e, slot in hits:
+                add(Finding(kind, location, lo + index.start(s), lo + index.end(e, len(decoded)), "url", slot))
 
     def _scan_encoded_formats(self, data: bytes, location: str, add: Callable[[Finding], None]) -> None:
-        done: set[tuple[int, str]] = set()
-        for encoding, mask, min_run, run_re in _ENCODED_RUNS:
-            # Short needles are slow to search for; only long runs of the
-            # alphabet can hold an encoded token, and ordinary text has none.
+        n = len(data)
+        for encoding, mask, min_run, _run_re in _ENCODED_RUNS:
+            # Only long runs of the alphabet can hold an encoded token: jump
+            # from one to the next with a substring search, and look for
+            # every anchor in a run with one regex (a trie of the anchors).
+            search = self._anchor_res[encoding].search
             marked = data.translate(mask)
-            if marked.find(min_run) < 0:
-                continue
-            anchors = [a.needle for a in self._anchors if a.encoding == encoding]
-            for run in run_re.finditer(marked):
-                start, end = run.span()
-                # Extend over trailing base64 padding, which the mask leaves out.
-                while end < len(data) and data[end] == 0x3D and encoding == "base64":
-                    end += 1
-                if (start, encoding) in done or not any(data.find(a, start, end) >= 0 for a in anchors):
+            find, size = marked.find, len(min_run)
+            pos = 0
+            while True:
+                start = find(min_run, pos)
+                if start < 0:
+                    break
+                end = find(b"\x00", start + size)
+                if end < 0:
+                    end = n
+                pos = end
+                if search(data, start, end) is None:
                     continue
-                done.add((start, encoding))
+                # Extend over trailing base64 padding, which the mask leaves out.
+                while end < n and data[end] == 0x3D and encoding == "base64":
+                    end += 1
                 chunk = data[start:end]
                 decodings = _b64_decodings(chunk) if encoding == "base64" else _hex_decodings(chunk)
                 for decoded in decodings:
