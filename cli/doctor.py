@@ -8,7 +8,7 @@ import stat
 
 import click
 
-from bottle.cli.app import AppState, bottle_version
+from bottle.cli.app import AppState
 from bottle.core.doctor import FAIL, OK, WARN, EngineObservation, Finding, HostObservation, diagnose, exit_code
 from bottle.core.images import DEFAULT_BASE_IMAGE, SHIPPED_SIDECARS, sidecar_image_tag
 from bottle.ports.errors import BottleError
@@ -45,7 +45,9 @@ def observe_engine(runtime: str, url: str, rootless: bool, base_image: str) -> E
         return EngineObservation(runtime, url, rootless, answers=False, error=exc.message)
     try:
         info = adapter.info()
-        version = bottle_version()
+        from bottle.cli.images import sidecar_version  # noqa: PLC0415
+
+        version = sidecar_version()
         missing = tuple(role for role in SHIPPED_SIDECARS
                         if not adapter.image_exists(sidecar_image_tag(role, version)))
         return EngineObservation(
