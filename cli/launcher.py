@@ -38,11 +38,11 @@ from types import FrameType
 import msgspec
 
 from bottle.core import naming
+from bottle.core.gitgate import gitconfig_rewrites
 from bottle.core.images import BASE_ARG
 from bottle.core.lifecycle import (
     CA_BUNDLE_PATHS,
     LAUNCHER_RECORD,
-    READY_PROBE,
     Created,
     FoundResource,
     ImageFacts,
@@ -56,6 +56,7 @@ from bottle.core.lifecycle import (
     launch_steps,
     orphan_verdict,
     project_dockerfile,
+    ready_probe,
     steps_ready,
     teardown_waves,
 )
@@ -70,6 +71,7 @@ from bottle.core.plan import (
     ContainerPlan,
     ImageStep,
     LaunchPlan,
+    gate_remotes,
 )
 from bottle.core.state import (
     AUDIT_DIR,
@@ -578,16 +580,17 @@ class Launcher:
         assert agent is not None
         facts = self._image_facts()
         ca = self.store.read(self.identity, ca_cert_path(self.plan.proxy.agent_proxy)) or b""
-        remotes = [(r.upstream, r.gate_url) for r in self.plan.git_remotes]
-        files = agent_files(facts, agent.user or "1000:1000", ca, gitconfig_text(remotes))
-        self.bundle_target = files.ca_bundle_target
         store, identity = self.store, self.identity
+        gitconfig = f"{HOME_STATE_DIR}/.gitconfig"
+        # On resume the agent's own settings stay; bottle's block follows the plan.
+        existing = (store.read(identity, gitconfig) or b"").decode("utf-8", "replace")
+        rewrites = gitconfig_rewrites(gate_remotes(self.plan.git_remotes), naming.ROLE_GIT_GATE, SIDECAR_PORT)
+        files = agent_files(facts, agent.user or "1000:1000", ca, gitconfig_text(rewrites, existing))
+        self.bundle_target = files.ca_bundle_target
         store.write(identity, AGENT_PASSWD_STATE, files.passwd.encode())
         store.write(identity, AGENT_GROUP_STATE, files.group.encode())
         store.write(identity, AGENT_BUNDLE_STATE, files.ca_bundle)
-        gitconfig = f"{HOME_STATE_DIR}/.gitconfig"
-        if not store.exists(identity, gitconfig):
-            store.write(identity, gitconfig, files.gitconfig.encode())
+        store.write(identity, gitconfig, files.gitconfig.encode())
         self._hand_home_to(agent)
 
     def _hand_home_to(self, agent: ContainerPlan) -> None:
@@ -680,7 +683,7 @@ class Launcher:
     def _step_wait_ready(self, step: Step) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         # Each exec waits a few seconds at most, so an interrupt is seen soon.
-        probe = [*READY_PROBE, str(SIDECAR_PORT), "3"]
+        probe = list(ready_probe(SIDECAR_PORT, 3, self._container(step).health_path))
         while True:
             self.interrupts.check()
             try:
@@ -697,7 +700,7 @@ class Launcher:
                 )
             if time.monotonic() > deadline:
                 raise SidecarFailed(
-                    f"the {step.role} sidecar did not accept connections within {READY_TIMEOUT:.0f}s"
+                    f"the {step.role} sidecar did not become ready within {READY_TIMEOUT:.0f}s"
                     + self._log_tail(step.target),
                     hint="the engine may be overloaded; try again, or check `bottle doctor`",
                 )

@@ -51,6 +51,7 @@ __all__ = [
     "GATE_HOST",
     "GATE_PORT",
     "GATE_ROOT",
+    "HEALTH_PATH",
     "PUSH_LOG_ARGS",
     "RULE_NOT_COMMIT",
     "RULE_SECRET",
@@ -80,6 +81,8 @@ GATE_HOST = "git-gate"
 GATE_PORT = 8080
 GATE_ROOT = "/srv/git"
 CONFIG_ENV = "BOTTLE_GIT_REMOTES"
+# Answers 200 "ok" once the gate serves (its repositories are prepared).
+HEALTH_PATH = "/healthz"
 # What the gate sends as the user name with the token; GitHub and most
 # hosts take any name with a token, Bitbucket wants x-token-auth, GitLab oauth2.
 DEFAULT_USERNAME = "x-access-token"

@@ -60,6 +60,7 @@ __all__ = [
     "ls_rows",
     "orphan_verdict",
     "project_dockerfile",
+    "ready_probe",
     "render_ls",
     "select_cleanup",
     "teardown_waves",
@@ -73,23 +74,39 @@ AGENT_USER_NAME = "bottle"
 # Where the launcher records itself in the state: ``cleanup`` leaves alone a
 # bottle whose launcher still runs (it may be half-way through a launch).
 LAUNCHER_RECORD = "launcher.json"
-# Run in a sidecar with (port, seconds): exits 0 as soon as the port accepts
-# connections, 1 if it does not within the seconds. One exec waits for the
-# sidecar to come up, with ~10 ms of lag, instead of one exec per attempt.
+# Run in a sidecar with (port, seconds[, path]): exits 0 as soon as the port
+# accepts connections (with a path: as soon as ``GET path`` answers 200), 1 if
+# that does not happen within the seconds. One exec waits for the sidecar to
+# come up, with ~10 ms of lag, instead of one exec per attempt.
 READY_PROBE = (
     "python3",
     "-c",
     "import socket, sys, time\n"
     "end = time.monotonic() + float(sys.argv[2])\n"
+    "path = sys.argv[3] if len(sys.argv) > 3 else ''\n"
     "while True:\n"
     "    try:\n"
-    "        socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()\n"
-    "        sys.exit(0)\n"
+    "        s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)\n"
+    "        if not path:\n"
+    "            s.close()\n"
+    "            sys.exit(0)\n"
+    "        s.settimeout(2)\n"
+    "        s.sendall(b'GET ' + path.encode() + b' HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
+    "        status = s.recv(64).split(b' ')[1:2]\n"
+    "        s.close()\n"
+    "        if status == [b'200']:\n"
+    "            sys.exit(0)\n"
     "    except OSError:\n"
-    "        if time.monotonic() > end:\n"
-    "            sys.exit(1)\n"
-    "        time.sleep(0.01)\n",
+    "        pass\n"
+    "    if time.monotonic() > end:\n"
+    "        sys.exit(1)\n"
+    "    time.sleep(0.01)\n",
 )
+
+
+def ready_probe(port: int, seconds: float, health_path: str | None = None) -> tuple[str, ...]:
+    """The argv of ``READY_PROBE`` for a sidecar on ``port`` (see ``ContainerPlan.health_path``)."""
+    return (*READY_PROBE, str(port), f"{seconds:g}", *((health_path,) if health_path else ()))
 
 DEFAULT_AGENT_USER = "1000:1000"
 
@@ -501,24 +518,34 @@ def agent_files(facts: ImageFacts, user: str, bottle_ca: bytes, gitconfig: str) 
     )
 
 
-def _git_quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+GITCONFIG_BEGIN = "# >>> bottle: this block is rewritten at every launch >>>"
+GITCONFIG_END = "# <<< bottle <<<"
 
 
-def gitconfig_text(remotes: Sequence[tuple[str, str]]) -> str:
-    """The agent's ``~/.gitconfig``: brokered remotes ``(upstream, gate_url)`` rewritten to the git gate.
+def gitconfig_text(rewrites: str, existing: str = "") -> str:
+    """The agent's ``~/.gitconfig``: bottle's block, then whatever else the file holds.
 
-    The project belongs to the agent's own uid, or (``--copy-cwd``) to the
-    image; ``safe.directory`` keeps git from refusing it either way.
+    ``rewrites`` is ``bottle.core.gitgate.gitconfig_rewrites`` of the plan's
+    remotes (every spelling of each upstream sent to the git gate). The
+    block also sets ``safe.directory``: the project belongs to the agent's
+    own uid, or (``--copy-cwd``) to the image, and git must not refuse it
+    either way. ``existing`` is the file as the agent left it (on resume):
+    its bottle block is replaced, the rest (``user.name``, aliases) kept.
     """
-    lines = [
-        "# Written by bottle for this bottle; brokered remotes go through the git gate.",
-        "[safe]",
-        "\tdirectory = *",
-    ]
-    for upstream, gate_url in remotes:
-        lines += [f"[url {_git_quote(gate_url)}]", f"\tinsteadOf = {upstream}"]
-    return "\n".join(lines) + "\n"
+    kept: list[str] = []
+    inside = False
+    for line in existing.splitlines():
+        if line.strip() == GITCONFIG_BEGIN:
+            inside = True
+        elif line.strip() == GITCONFIG_END and inside:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    block = [GITCONFIG_BEGIN, "[safe]", "\tdirectory = *"]
+    block += rewrites.splitlines()
+    block.append(GITCONFIG_END)
+    rest = "\n".join(kept).strip("\n")
+    return "\n".join(block) + "\n" + (rest + "\n" if rest else "")
 
 
 def project_dockerfile(user: str) -> str:

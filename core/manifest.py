@@ -18,6 +18,7 @@ import re
 import msgspec
 
 from bottle.core.errors import UnknownAgentError
+from bottle.core.gitgate import DEFAULT_USERNAME, FindingWaiver
 
 # Environment variables the launch plan sets in the agent container itself;
 # a manifest that sets them would silently break confinement or trust.
@@ -51,8 +52,9 @@ def parse_memory(text: str) -> int:
 class Branches(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Branch rules the git gate applies to pushes (glob patterns on branch names).
 
-    ``protected``: never pushed to. ``allow``: when non-empty, the only
-    branches that may be pushed.
+    ``protected``: fast-forwards only, never rewound or deleted (``main`` and
+    ``master`` when empty). ``allow``: when non-empty, the only branches that
+    may be pushed.
     """
 
     protected: tuple[str, ...] = ()
@@ -60,12 +62,19 @@ class Branches(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class GitRemote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A git remote brokered by the git gate; ``token_ref`` is the push credential."""
+    """A git remote brokered by the git gate; ``token_ref`` is the push credential.
+
+    ``username`` is what the gate sends with the token (basic auth).
+    ``allow_findings`` are the only way a secret-scan finding is let through
+    (a person writes them here; nothing inside the bottle can).
+    """
 
     name: str
     upstream: str
     token_ref: str
     branches: Branches = Branches()
+    username: str = DEFAULT_USERNAME
+    allow_findings: tuple[FindingWaiver, ...] = ()
 
 
 class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

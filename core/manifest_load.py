@@ -31,6 +31,7 @@ import yaml
 
 from bottle.core import routing
 from bottle.core.errors import DOCUMENT, FRONT_MATTER, ManifestError, did_you_mean
+from bottle.core.secretscan import BROKERED, LABELS
 from bottle.core.manifest import (
     LOADER_FIELDS,
     RESERVED_AGENT_ENV,
@@ -65,6 +66,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Scanner rules a manifest may waive in a git remote; a bottle's own
+# brokered secrets are never waived.
+WAIVABLE_RULES = tuple(sorted(kind for kind in LABELS if kind != BROKERED))
 _MAX_NAME = 128
 _MAX_PIDS = 4_194_304  # the kernel's pid_max ceiling
 _INT64 = 2**63
@@ -526,6 +530,26 @@ def _validate_agent(checker: _Checker, agent: Agent, prefix: str) -> Agent:
                         at("bottle", "git", index, "branches", rule, j),
                         "expected a branch name or glob like 'main' or 'release/*'",
                     )
+        if not remote.username or _CONTROL.search(remote.username) or ":" in remote.username:
+            checker.fail(
+                at("bottle", "git", index, "username"),
+                "expected the user name the git host wants with a token (no ':' or control characters), "
+                "like 'x-access-token' or 'oauth2'",
+            )
+        elif looks_like_secret(remote.username):
+            checker.fail(at("bottle", "git", index, "username"), "looks like a token; the credential belongs in token_ref")
+        for j, waiver in enumerate(remote.allow_findings):
+            if not waiver.path.strip() or _CONTROL.search(waiver.path):
+                checker.fail(
+                    at("bottle", "git", index, "allow_findings", j, "path"),
+                    "expected a path pattern in the repository like 'tests/fixtures/*'",
+                )
+            if waiver.rule not in WAIVABLE_RULES:
+                checker.fail(
+                    at("bottle", "git", index, "allow_findings", j, "rule"),
+                    "expected one of the scanner's rules: " + ", ".join(WAIVABLE_RULES)
+                    + (" (a bottle's own credentials are never waived)" if waiver.rule == BROKERED else ""),
+                )
 
     token_names = _token_env_names(agent)
     claude = ANTHROPIC_HOST in route_hosts

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from bottle.core import naming, routing
+from bottle.core import gitgate, naming, routing
 from bottle.core.images import DEFAULT_BASE_IMAGE, sidecar_image_tag
 from bottle.core.identity import is_identity, slugify
 from bottle.core.lifecycle import AGENT_HOME, CA_BUNDLE_PATHS
@@ -46,6 +46,7 @@ __all__ = [
     "PLACEHOLDER_TOKEN",
     "SIDECAR_PORT",
     "WORKSPACE",
+    "GATE_HEALTH_PATH",
     "ContainerPlan",
     "EnvVar",
     "GitRemotePlan",
@@ -60,6 +61,7 @@ __all__ = [
     "RoutePlan",
     "SecretPlan",
     "SecretUse",
+    "gate_remotes",
     "plan_launch",
     "secret_uses",
 ]
@@ -73,6 +75,7 @@ SIDECAR_CA_DIR = "/etc/bottle/ca"
 SIDECAR_UPSTREAM_CA = "/etc/bottle/upstream-ca.crt"
 SIDECAR_EXTRA_CA = "/etc/bottle/extra-ca.pem"
 SIDECAR_AUDIT_DIR = "/var/log/bottle"
+GATE_HEALTH_PATH = gitgate.HEALTH_PATH
 # The guard and the egress proxy read their policy (allowlist, routes) from
 # this directory; a directory mount, so an atomic rename on the host shows.
 POLICY_STATE_DIR = "policy"
@@ -246,6 +249,9 @@ class ContainerPlan(msgspec.Struct, frozen=True):
     # Where the launcher copies the container's ``source="secret"`` variables
     # (as a JSON object) before it starts; they are not passed as env.
     secrets_file: str | None = None
+    # The sidecar is ready when ``GET <health_path>`` on SIDECAR_PORT answers
+    # 200; None: when the port accepts connections.
+    health_path: str | None = None
 
 
 class ProxyWiring(msgspec.Struct, frozen=True):
@@ -272,7 +278,11 @@ class RoutePlan(msgspec.Struct, frozen=True):
 
 
 class GitRemotePlan(msgspec.Struct, frozen=True):
-    """A brokered remote: the agent's git rewrites ``upstream`` to ``gate_url``."""
+    """A brokered remote: the agent's git rewrites ``upstream`` to ``gate_url``.
+
+    ``token_env`` is the gate's variable holding the credential, sent as
+    ``username``; ``allow_findings`` are the manifest's waivers of scan findings.
+    """
 
     name: str
     upstream: str
@@ -282,6 +292,13 @@ class GitRemotePlan(msgspec.Struct, frozen=True):
     token_present: bool
     protected: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
+    username: str = gitgate.DEFAULT_USERNAME
+    allow_findings: tuple[gitgate.FindingWaiver, ...] = ()
+
+
+def gate_remotes(remotes: tuple[GitRemotePlan, ...]) -> tuple[gitgate.GateRemote, ...]:
+    """The remotes as the git gate (``BOTTLE_GIT_REMOTES``) and the agent's ``~/.gitconfig`` see them."""
+    return tuple(gitgate.gate_remote(r, r.allow_findings, r.username) for r in remotes)
 
 
 class SecretPlan(msgspec.Struct, frozen=True):
@@ -489,12 +506,14 @@ def plan_launch(
         GitRemotePlan(
             name=remote.name,
             upstream=remote.upstream,
-            gate_url=f"{_url(naming.ROLE_GIT_GATE)}/{remote.name}.git",
+            gate_url=gitgate.gate_url(remote.name, naming.ROLE_GIT_GATE, SIDECAR_PORT),
             token_ref=str(parse_token_ref(remote.token_ref)),
             token_env=git_slots[str(parse_token_ref(remote.token_ref))],
             token_present=present.get(str(parse_token_ref(remote.token_ref)), False),
             protected=remote.branches.protected,
             allow=remote.branches.allow,
+            username=remote.username,
+            allow_findings=remote.allow_findings,
         )
         for remote in bottle.git
     )
@@ -655,7 +674,17 @@ def plan_launch(
         )
 
     if has_git:
-        gate_vars, gate_secrets = with_secrets(common_env(naming.ROLE_GIT_GATE) + git_secret_env)
+        # The gate talks to the upstreams itself, from the egress network: the
+        # guard refuses every git push, and what the agent pushes has passed the
+        # gate's own scan. It reaches only the remotes' hosts, with their credential.
+        gate_env = common_env(naming.ROLE_GIT_GATE) + [
+            EnvVar(gitgate.CONFIG_ENV, "bottle", gitgate.encode_gate_config(gate_remotes(git_remotes))),
+        ]
+        gate_mounts = [audit_mount]
+        if extra_ca is not None:
+            gate_mounts.append(MountPlan(extra_ca, SIDECAR_EXTRA_CA, True))
+            gate_env.append(EnvVar("BOTTLE_EXTRA_CA_FILE", "bottle", SIDECAR_EXTRA_CA))
+        gate_vars, gate_secrets = with_secrets(gate_env + git_secret_env)
         containers.append(
             ContainerPlan(
                 role=naming.ROLE_GIT_GATE,
@@ -667,9 +696,10 @@ def plan_launch(
                     NetworkAttachmentPlan(egress),
                 ),
                 env=gate_vars,
-                mounts=(audit_mount,),
+                mounts=tuple(gate_mounts),
                 user=request.sidecar_user,
                 secrets_file=gate_secrets,
+                health_path=GATE_HEALTH_PATH,
             )
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from bottle.core import naming
+from bottle.core import gitgate, naming
 from bottle.core.plan import ContainerPlan, EnvVar, LaunchPlan
 
 __all__ = ["plan_to_json", "render_json", "render_text"]
@@ -25,6 +25,8 @@ def render_json(plan: LaunchPlan) -> str:
 
 # Set in every container; the preflight has better things to show.
 _UNREMARKABLE_ENV = frozenset({"BOTTLE_IDENTITY", "BOTTLE_ROLE"})
+# Long values the preflight shows in words elsewhere (the git remotes).
+_SHOWN_ELSEWHERE = {gitgate.CONFIG_ENV: "the git remotes above, as JSON"}
 
 
 def _env_word(var: EnvVar) -> str:
@@ -43,6 +45,9 @@ def _env_words(env: tuple[EnvVar, ...]) -> list[str]:
     grouped: dict[str, list[str]] = {}
     for var in env:
         if var.name in _UNREMARKABLE_ENV:
+            continue
+        if var.name in _SHOWN_ELSEWHERE:
+            words.append(f"{var.name} ({_SHOWN_ELSEWHERE[var.name]})")
             continue
         if var.source == "bottle" and var.value is not None:
             if var.value not in grouped:
@@ -107,7 +112,8 @@ def render_text(plan: LaunchPlan) -> str:
     add(f"network:   the agent sits alone on an internal network; its HTTP goes {chain}")
     add(f"allowed:   {', '.join(plan.allowlist) if plan.allowlist else '(no hosts)'}")
     if plan.extra_ca_file:
-        add(f"extra CA:  the guard also trusts {plan.extra_ca_file} upstream")
+        trusting = "the guard and the git gate" if plan.git_remotes else "the guard"
+        add(f"extra CA:  {trusting} also trust {plan.extra_ca_file} upstream")
     if plan.routes:
         add("routes:    the egress proxy adds these credentials; the agent never sees them")
         for route in plan.routes:
@@ -116,16 +122,17 @@ def render_text(plan: LaunchPlan) -> str:
     else:
         add("routes:    none (no credentials are brokered)")
     if plan.git_remotes:
-        add("git:       pushes go through the git gate (secret scan, branch rules)")
+        add("git:       clones, fetches and pushes go through the git gate (secret scan, branch rules);")
+        add("           it alone holds the credentials and talks to these hosts itself")
         for remote in plan.git_remotes:
             state = "present" if remote.token_present else "MISSING"
-            rules = []
-            if remote.protected:
-                rules.append(f"protected {', '.join(remote.protected)}")
+            rules = [f"protected {', '.join(remote.protected or ('main', 'master'))}"]
             if remote.allow:
                 rules.append(f"only {', '.join(remote.allow)}")
-            suffix = f"; {'; '.join(rules)}" if rules else ""
-            add(f"           {remote.name}  {remote.upstream}  token {remote.token_ref} ({state}){suffix}")
+            rules.append(f"sent as user {remote.username}")
+            add(f"           {remote.name}  {remote.upstream}  token {remote.token_ref} ({state}); {'; '.join(rules)}")
+            for waiver in remote.allow_findings:
+                add(f"             findings waived: {waiver.rule} in {waiver.path}")
     else:
         add("git:       no brokered remotes (git push has no way out)")
     add(f"supervise: {'on (the agent can propose changes; you approve them)' if plan.supervise else 'off'}")

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
 from urllib.parse import parse_qs
 
-from bottle.core.gitgate import GateRemote, parse_gate_path
+from bottle.core.gitgate import HEALTH_PATH, GateRemote, parse_gate_path
 from bottle.core.secretscan import SecretScanner
 from bottle.sidecars.git_gate.gitcmd import GateError, GateSettings, audit, local_env, refresh
 
@@ -84,7 +84,7 @@ class GateHandler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         path, _, query = self.path.partition("?")
-        if path == "/healthz" and method == "GET":
+        if path == HEALTH_PATH and method == "GET":
             self._text(HTTPStatus.OK, "ok\n")
             return
         parsed = parse_gate_path(path)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -11,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bottle.core import naming
+from bottle.core.gitgate import GateRemote, gitconfig_rewrites
 from bottle.core.lifecycle import (
     AGENT_HOME,
     BottleInUse,
@@ -28,6 +33,7 @@ from bottle.core.lifecycle import (
     ls_rows,
     orphan_verdict,
     project_dockerfile,
+    ready_probe,
     render_ls,
     select_cleanup,
     steps_ready,
@@ -321,10 +327,63 @@ def test_the_ca_bundle_is_the_images_plus_the_bottle_ca() -> None:
     assert bare.ca_bundle == CA and bare.ca_bundle_target == "/etc/ssl/certs/ca-certificates.crt"
 
 
-def test_gitconfig_rewrites_brokered_remotes() -> None:
-    text = gitconfig_text([("https://github.com/o/r.git", "http://git-gate:8080/origin.git")])
-    assert '[url "http://git-gate:8080/origin.git"]\n\tinsteadOf = https://github.com/o/r.git\n' in text
-    assert "[safe]\n\tdirectory = *\n" in text
+def _git_config(home: Path, text: str, *args: str) -> str:
+    (home / ".gitconfig").write_text(text)
+    env = {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "PATH": os.environ["PATH"]}
+    return subprocess.run(["git", "config", "--global", *args], env=env, capture_output=True, text=True).stdout
+
+
+def test_gitconfig_sends_brokered_remotes_to_the_gate_and_trusts_the_project(tmp_path: Path) -> None:
+    rewrites = gitconfig_rewrites([GateRemote("origin", "https://github.com/o/r.git", "BOTTLE_GIT_TOKEN_0")])
+    text = gitconfig_text(rewrites)
+    assert _git_config(tmp_path, text, "--get-all", "safe.directory").split() == ["*"]
+    forms = _git_config(tmp_path, text, "--get-all", "url.http://git-gate:8080/origin.git.insteadOf").split()
+    assert "https://github.com/o/r.git" in forms and "git@github.com:o/r" in forms
+
+
+def test_gitconfig_on_resume_keeps_the_agents_settings_and_renews_bottles_block(tmp_path: Path) -> None:
+    old = gitconfig_text(gitconfig_rewrites([GateRemote("old", "https://h.example/o/old.git", "T")]))
+    edited = old + "[user]\n\tname = agent\n[alias]\n\tst = status\n"
+    text = gitconfig_text(gitconfig_rewrites([GateRemote("new", "https://h.example/o/new.git", "T")]), edited)
+    assert _git_config(tmp_path, text, "user.name").strip() == "agent"
+    assert _git_config(tmp_path, text, "alias.st").strip() == "status"
+    assert "old.git" not in text and _git_config(tmp_path, text, "--get-all", "safe.directory").split() == ["*"]
+    assert _git_config(tmp_path, text, "url.http://git-gate:8080/new.git.insteadOf")
+    # Renewing twice changes nothing.
+    assert gitconfig_text(gitconfig_rewrites([GateRemote("new", "https://h.example/o/new.git", "T")]), text) == text
+
+
+@pytest.mark.parametrize("health_path", [None, "/healthz"])
+def test_the_ready_probe_waits_for_a_port_or_a_healthy_answer(health_path: str | None) -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        healthy = False
+
+        def do_GET(self) -> None:  # noqa: N802
+            ok = self.path == "/healthz" and Handler.healthy
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        argv = [sys.executable if a == "python3" else a for a in ready_probe(port, 0.3, health_path)]
+        first = subprocess.run(argv, capture_output=True).returncode
+        Handler.healthy = True
+        second = subprocess.run(argv, capture_output=True).returncode
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Without a path an open port is enough; with one, only a 200 counts.
+    assert (first, second) == ((0, 0) if health_path is None else (1, 0))
+    closed = subprocess.run([sys.executable if a == "python3" else a for a in ready_probe(port, 0.2, health_path)])
+    assert closed.returncode == 1
 
 
 def test_project_dockerfile_copies_as_the_agent_user() -> None:

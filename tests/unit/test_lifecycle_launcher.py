@@ -431,3 +431,58 @@ def test_a_dead_a_zombie_or_a_reused_pid_is_not() -> None:
             assert not launcher_alive(record_of(other.pid, host="elsewhere"))
         finally:
             other.kill()
+
+
+# -- the git gate ---------------------------------------------------------------------------
+
+GIT = {"git": [{"name": "origin", "upstream": "https://git.example.com/org/repo.git", "token_ref": "TOKEN",
+                "allow_findings": [{"path": "fixtures/*", "rule": "jwt"}]}]}
+
+
+def test_the_gate_is_waited_for_on_its_health_path_and_the_agents_git_points_at_it(
+    store: LocalStateStore, tmp_path: Path
+) -> None:
+    from bottle.core.gitgate import decode_gate_config
+
+    probes: list[tuple[str, list[str]]] = []
+
+    class Recording(Runtime):
+        def _exec(self, name: str, argv: Sequence[str]) -> ExecResult:
+            probes.append((name, list(argv)))
+            return super()._exec(name, argv)
+
+    runtime = Recording(images() + [sidecar_image_tag("git-gate", VERSION)])
+    launcher = make(store, runtime, agent_of(GIT), tmp_path)
+    with launcher.interrupts:
+        try:
+            launcher.launch()
+            gitconfig = (store.read(ID, "home/.gitconfig") or b"").decode()
+            gate = next(c for c in runtime.containers.values() if c.spec.name == f"bottle-git-gate-{ID}")
+        finally:
+            launcher.teardown()
+    gate_probe = [argv for name, argv in probes if name == f"bottle-git-gate-{ID}"]
+    assert gate_probe and gate_probe[0][-1] == "/healthz"
+    guard_probe = [argv for name, argv in probes if name == f"bottle-guard-{ID}"]
+    assert guard_probe and "/healthz" not in guard_probe[0]
+    assert '[url "http://git-gate:8080/origin.git"]' in gitconfig
+    assert 'insteadOf = "https://git.example.com/org/repo.git"' in gitconfig
+    (remote,) = decode_gate_config(gate.spec.env["BOTTLE_GIT_REMOTES"]).remotes
+    assert remote.upstream == "https://git.example.com/org/repo.git" and remote.waivers[0].rule == "jwt"
+    assert json.loads(gate.files["/run/bottle-secrets.json"].content) == {"BOTTLE_GIT_TOKEN_0": SECRET}
+    assert SECRET not in gitconfig and SECRET not in json.dumps(dict(gate.spec.env))
+
+
+def test_a_resume_renews_bottles_gitconfig_block_and_keeps_the_agents_lines(
+    store: LocalStateStore, tmp_path: Path
+) -> None:
+    store.write(ID, "home/.gitconfig", b"[user]\n\tname = agent\n[url \"http://stale\"]\n\tinsteadOf = x\n")
+    runtime = Runtime(images() + [sidecar_image_tag("git-gate", VERSION)])
+    launcher = make(store, runtime, agent_of(GIT), tmp_path, resume=True)
+    with launcher.interrupts:
+        try:
+            launcher.launch()
+            gitconfig = (store.read(ID, "home/.gitconfig") or b"").decode()
+        finally:
+            launcher.teardown()
+    assert "name = agent" in gitconfig and "git-gate:8080/origin.git" in gitconfig
+    assert gitconfig.count("[safe]") == 1

@@ -72,6 +72,42 @@ def test_generic_git_example_has_a_brokered_remote_and_a_dockerfile_next_to_it()
     assert (EXAMPLES / "Dockerfile.agent").is_file()
 
 
+def remote(**fields: object) -> dict:
+    return {"name": "origin", "upstream": "https://git.example.com/o/r.git", "token_ref": "GIT_TOKEN", **fields}
+
+
+def test_a_git_remote_takes_a_username_and_finding_waivers() -> None:
+    from bottle.core.gitgate import DEFAULT_USERNAME, FindingWaiver
+
+    plain = load_one({"image": "x", "bottle": {"git": [remote()]}})
+    assert plain.bottle.git[0].username == DEFAULT_USERNAME and plain.bottle.git[0].allow_findings == ()
+    agent = load_one({"image": "x", "bottle": {"git": [remote(
+        username="oauth2", allow_findings=[{"path": "tests/fixtures/*", "rule": "aws-access-key-id"}])]}})
+    (r,) = agent.bottle.git
+    assert r.username == "oauth2"
+    assert r.allow_findings == (FindingWaiver("tests/fixtures/*", "aws-access-key-id"),)
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "words"),
+    [
+        ({"allow_findings": [{"path": "x", "rule": "brokered-secret"}]}, "allow_findings[0].rule", "never waived"),
+        ({"allow_findings": [{"path": "x", "rule": "everything"}]}, "allow_findings[0].rule", "aws-access-key-id"),
+        ({"allow_findings": [{"path": " ", "rule": "jwt"}]}, "allow_findings[0].path", "path pattern"),
+        ({"allow_findings": [{"rule": "jwt"}]}, "allow_findings[0].path", "missing"),
+        ({"allow_findings": [{"path": "x", "rule": "jwt", "line": 3}]}, "allow_findings[0].line", "unknown field"),
+        ({"username": "a:b"}, "username", "no ':'"),
+        ({"username": ""}, "username", "user name"),
+        ({"username": "ghp_" + "a1B2" * 9}, "username", "looks like a token"),
+    ],
+)
+def test_bad_usernames_and_waivers_are_named_by_field(fields: dict, where: str, words: str) -> None:
+    err = error_of({"image": "x", "bottle": {"git": [remote(**fields)]}})
+    assert f"agents.a.bottle.git[0].{where}" in str(err)
+    assert words in str(err)
+    assert "a1B2a1B2" not in str(err)
+
+
 def test_reviewer_markdown_example_has_instructions_from_its_body() -> None:
     path = EXAMPLES / "agents" / "reviewer.md"
     agent = parse_markdown_agent(path.read_text(), str(path), str(path.parent))
@@ -503,7 +539,8 @@ def test_the_reference_documents_every_field_and_default() -> None:
     from bottle.core import manifest as m
 
     text = (EXAMPLES.parent / "manifest.md").read_text()
-    for struct in (m.Agent, m.BottleConfig, m.Egress, m.EgressProxy, m.Route, m.GitRemote, m.Branches, m.Limits):
+    for struct in (m.Agent, m.BottleConfig, m.Egress, m.EgressProxy, m.Route, m.GitRemote, m.Branches, m.Limits,
+                   m.FindingWaiver):
         for field in msgspec.structs.fields(struct):
             if field.name in m.LOADER_FIELDS - {"name"}:
                 continue

@@ -254,6 +254,41 @@ def test_git_remotes_bring_the_git_gate() -> None:
     assert "github.com" not in plan.allowlist
 
 
+def test_the_gate_gets_its_remotes_audit_and_health_check() -> None:
+    from bottle.core.gitgate import FindingWaiver, decode_gate_config, gitconfig_rewrites
+
+    plan = plan_of(example("generic-git.json"), identity="implementer-abcde", present={"env:GITHUB_TOKEN": True})
+    gate = plan.container("git-gate")
+    assert gate is not None
+    config = decode_gate_config(env(plan, "git-gate")["BOTTLE_GIT_REMOTES"].value)
+    (remote,) = config.remotes
+    assert (remote.name, remote.upstream, remote.token_env) == (
+        "origin", "https://github.com/example-org/example-repo.git", "BOTTLE_GIT_TOKEN_0")
+    assert (remote.protected, remote.allow, remote.username) == (("main", "release/*"), ("agent/*",), "x-access-token")
+    assert remote.waivers == (FindingWaiver("tests/fixtures/*", "aws-access-key-id"),)
+    # the remote list names the credential's variable, never its value or reference
+    assert "GITHUB_TOKEN" not in env(plan, "git-gate")["BOTTLE_GIT_REMOTES"].value.replace("BOTTLE_GIT_TOKEN", "")
+    assert gate.health_path == "/healthz"
+    assert any(m.source == f"{STATE}/audit" and m.target == "/var/log/bottle" and not m.read_only
+               for m in gate.mounts)
+    # the agent's git and the plan agree on where the gate is
+    assert f'[url "{plan.git_remotes[0].gate_url}"]' in gitconfig_rewrites(config.remotes, "git-gate", 8080)
+    # the gate reaches the upstream itself, not through the guard (which refuses every push)
+    assert not any(v.name.upper() in ("HTTP_PROXY", "HTTPS_PROXY") for v in gate.env)
+
+
+def test_a_remote_without_username_or_waivers_gets_the_defaults() -> None:
+    from bottle.core.gitgate import DEFAULT_USERNAME, decode_gate_config
+
+    plan = plan_of(agent_of({"image": "x", "bottle": {"git": [
+        {"name": "o", "upstream": "https://h.example/r.git", "token_ref": "GH"}]}}))
+    (remote,) = decode_gate_config(env(plan, "git-gate")["BOTTLE_GIT_REMOTES"].value).remotes
+    assert remote.username == DEFAULT_USERNAME and remote.waivers == ()
+    # no branches listed: main and master are protected
+    assert remote.branch_rules().protected == ("main", "master")
+    assert plan.container("guard").health_path is None  # type: ignore[union-attr]
+
+
 def test_supervise_runs_on_the_internal_network_only() -> None:
     plan = plan_of(example("generic-git.json"), identity="implementer-abcde")
     sup = plan.container("supervise")
@@ -319,14 +354,23 @@ def test_read_only_root_gets_a_tmpfs_and_limits_can_be_lifted() -> None:
     assert agent.memory_bytes is None and agent.pids_limit is None
 
 
-def test_extra_ca_file_is_mounted_into_the_guard_only() -> None:
-    plan = plan_of(agent_of({"image": "x", "bottle": {"egress": {"extra_ca_file": "~/corp-ca.pem"}}}))
+def test_extra_ca_file_is_mounted_into_the_guard_and_the_gate_not_the_agent() -> None:
+    plan = plan_of(agent_of({"image": "x", "bottle": {
+        "egress": {"extra_ca_file": "~/corp-ca.pem"},
+        "egress_proxy": {"routes": [{"upstream": "https://api.example.com", "token_ref": "T"}]},
+        "git": [{"name": "o", "upstream": "https://h.example/r.git", "token_ref": "GH"}]}}))
     assert plan.extra_ca_file == "/home/me/corp-ca.pem"
-    guard = plan.container("guard")
-    agent = plan.container("agent")
-    assert guard is not None and agent is not None
-    assert any(m.source == "/home/me/corp-ca.pem" and m.read_only for m in guard.mounts)
-    assert all(m.source != "/home/me/corp-ca.pem" for m in agent.mounts)
+    for role in ("guard", "git-gate"):
+        container = plan.container(role)
+        assert container is not None
+        mount = next(m for m in container.mounts if m.source == "/home/me/corp-ca.pem")
+        assert mount.read_only and env(plan, role)["BOTTLE_EXTRA_CA_FILE"].value == mount.target
+    # the agent and the egress proxy (whose upstream is the guard) never trust it
+    for role in ("agent", "egress-proxy"):
+        container = plan.container(role)
+        assert container is not None
+        assert all(m.source != "/home/me/corp-ca.pem" for m in container.mounts)
+        assert "BOTTLE_EXTRA_CA_FILE" not in env(plan, role)
 
 
 def test_routes_sharing_a_token_ref_share_a_slot() -> None:

@@ -59,6 +59,21 @@ def test_text_of_the_git_example() -> None:
     assert "supervise: on" in text
     assert "build localhost/bottle-dockerfile-implementer:latest from" in text
     assert "warnings:" not in text
+    assert "sent as user x-access-token" in text
+    assert "findings waived: aws-access-key-id in tests/fixtures/*" in text
+    # the gate's remote list is shown once, in words, not as a JSON dump in its env
+    assert "BOTTLE_GIT_REMOTES (the git remotes above, as JSON)" in text
+    assert '{"remotes"' not in text
+
+
+def test_text_of_a_remote_without_branch_rules_names_the_default_protection() -> None:
+    (agent,) = parse_json_manifest(json.dumps({"agents": {"a": {"image": "x", "bottle": {
+        "egress": {"extra_ca_file": "/ca.pem"},
+        "git": [{"name": "o", "upstream": "https://h.example/r.git", "token_ref": "T"}]}}}}), "/p/bottle.json", "/p")
+    request = LaunchRequest(agent="a", cwd="/p", runtime="docker", state_dir="/s/a-k3x9q", images=ImageSettings("1"))
+    text = render_text(plan_launch(agent, request, "a-k3x9q", {"env:T": True}))
+    assert "protected main, master" in text
+    assert "the guard and the git gate also trust /ca.pem upstream" in text
 
 
 def test_text_says_how_secrets_travel_and_who_runs() -> None:
