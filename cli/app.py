@@ -48,6 +48,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "resume": LazyCommand("bottle.cli.resume:resume", "Relaunch a bottle whose state was kept, by its identity."),
     "ls": LazyCommand("bottle.cli.ls:ls", "List bottles: running, starting, preserved or left behind."),
     "cleanup": LazyCommand("bottle.cli.cleanup:cleanup", "Remove what stopped or crashed bottles left behind (by label)."),
+    "proposals": LazyCommand("bottle.cli.proposals:proposals", "List, approve or reject what agents proposed (supervise)."),
+    "dashboard": LazyCommand("bottle.cli.dashboard:dashboard", "Watch every bottle and decide proposals in a terminal UI."),
 }
 
 

@@ -17,7 +17,7 @@ LABEL_IMAGE_KIND = "io.bottle.image"
 
 SIDECAR_IMAGES = ("guard", "egress-proxy", "git-gate", "supervise")
 # The sidecars whose images this version builds; the others join as they land.
-SHIPPED_SIDECARS = ("guard", "egress-proxy", "git-gate")
+SHIPPED_SIDECARS = ("guard", "egress-proxy", "git-gate", "supervise")
 
 
 def sidecar_image_tag(role: str, version: str) -> str:

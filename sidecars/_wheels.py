@@ -57,6 +57,7 @@ SIDECARS = {
     "guard": "guard",
     "egress-proxy": "egress_proxy",
     "git-gate": "git_gate",
+    "supervise": "supervise",
 }
 LIB_PACKAGES = ("core", "ports", "sidecars")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}

@@ -22,6 +22,17 @@ A mitmproxy addon made of hooks only; every decision is a call into
 Fail closed: no policy (missing, unreadable, invalid), unreadable secrets or
 an unwritable audit log mean every request is denied. Every decision writes
 one audit line.
+
+Live policy: a background task checks the policy file and the grants file
+beside it (``grants.json``, temporary host grants from approved proposals)
+every ``POLICY_POLL_SECONDS``, not only when a request comes, and writes a
+``policy-loaded`` audit line naming the digests of the files it loaded.
+``bottle proposals approve`` waits for that line: an approval is
+acknowledged only once the guard enforces it. Grants are enforced here,
+where every request passes and the clock is at hand, so a grant ends even
+if no host process is left to withdraw it: a ``duration`` grant stops at its
+``expires_at``; a ``single-use`` grant is spent by the first request it
+admits (audited as ``grant-used``; the host drops it from the file later).
 """
 
 from __future__ import annotations
@@ -39,10 +50,12 @@ from mitmproxy.proxy import server_hooks
 from bottle.core.audit import audit_record, encode_audit_line
 from bottle.core.egress_policy import (
     RULE_NOT_HTTP,
+    RULE_POLICY_UNAVAILABLE,
     RULE_PRIVATE_ADDRESS,
     ConnectDecision,
     EgressPolicy,
     EgressRequest,
+    PolicyDocument,
     Verdict,
     address_permitted,
     body_encoding_denied,
@@ -55,6 +68,16 @@ from bottle.core.egress_policy import (
     policy_unavailable,
 )
 from bottle.core.naming import ROLE_GUARD
+from bottle.core.proposals import (
+    GRANTS_FILE,
+    GrantsDocument,
+    HostGrant,
+    decode_grants,
+    digest,
+    live_grants,
+    policy_loaded_reason,
+    policy_with_grants,
+)
 from bottle.core.routing import is_ip_literal, normalize_host
 from bottle.core.secretscan import Finding, SecretScanner, StreamScan
 from bottle.sidecars._mitm import abort_upstream, deny_response, now, request_headers
@@ -62,6 +85,11 @@ from bottle.sidecars._shared import DEFAULT_POLICY_FILE, AuditLog, WatchedFile, 
 from bottle.sidecars.guard.bodies import content_codings, decode_body
 
 DEFAULT_BODY_BUFFER = 1 << 20
+# How often the policy and grants files are checked without a request.
+POLICY_POLL_SECONDS = 0.1
+RULE_POLICY_LOADED = "policy-loaded"
+RULE_GRANT_USED = "grant-used"
+RULE_GRANT_EXPIRED = "grant-expired"
 # A decoded (decompressed) buffered body may grow this much before it is refused.
 DECODE_FACTOR = 8
 
@@ -90,7 +118,17 @@ class GuardAddon:
         self._environ = environ if environ is not None else os.environ
         self._resolver = resolver or system_resolver
         self._clock = clock or now
-        self._policy_file: WatchedFile[EgressPolicy] | None = None
+        self._policy_file: WatchedFile[tuple[PolicyDocument, str]] | None = None
+        self._grants_file: WatchedFile[tuple[GrantsDocument, str]] | None = None
+        # The policy built from the document and the live grants, and what it was built from.
+        self._built: EgressPolicy | None = None
+        self._built_key: tuple[object, ...] | None = None
+        self._built_error: str = ""
+        self._grant_patterns: dict[str, HostGrant] = {}
+        self._live_ids: set[int] = set()
+        self._used: set[int] = set()
+        self._seen_loads: tuple[object, ...] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._secrets: dict[str, str] = {}
         self._setup_error: str | None = "not configured yet"
         self._audit: AuditLog | None = None
@@ -105,6 +143,9 @@ class GuardAddon:
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option("bottle_policy", str, DEFAULT_POLICY_FILE, "Egress policy file (JSON); reloaded on change.")
         loader.add_option("bottle_secrets_file", str, "", "Optional JSON file of BOTTLE_TOKEN_<n> secrets.")
+        loader.add_option(
+            "bottle_grants", str, "", "Temporary host grants (JSON); default: grants.json beside the policy file."
+        )
         loader.add_option("bottle_audit_log", str, "", "Audit log (JSONL); empty writes to stdout.")
         loader.add_option("bottle_identity", str, "", "The bottle identity, for audit lines.")
         loader.add_option(
@@ -124,10 +165,12 @@ class GuardAddon:
             except ValueError as exc:
                 self._secrets = {}
                 errors.append(str(exc))
-            secrets = dict(self._secrets)
-            self._policy_file = WatchedFile(
-                ctx.options.bottle_policy, lambda data: policy_from_document(decode_policy(data), secrets)
+            self._policy_file = WatchedFile(ctx.options.bottle_policy, lambda data: (decode_policy(data), digest(data)))
+            grants_path = ctx.options.bottle_grants or os.path.join(
+                os.path.dirname(ctx.options.bottle_policy) or ".", GRANTS_FILE
             )
+            self._grants_file = WatchedFile(grants_path, lambda data: (decode_grants(data), digest(data)))
+            self._built_key = None
         if "bottle_audit_log" in updated or self._audit is None:
             if self._audit is not None:
                 self._audit.close()
@@ -145,10 +188,95 @@ class GuardAddon:
             return None, self._setup_error
         if self._policy_file is None:
             return None, "no policy configured"
-        policy, error = self._policy_file.get()
-        if policy is None:
+        loaded, error = self._policy_file.get()
+        if loaded is None:
             return None, error or "no policy"
-        return policy, ""
+        document, policy_digest = loaded
+        grants, grants_digest, grants_error = self._grants()
+        live = live_grants(grants, self._clock(), self._used)
+        key = (policy_digest, grants_digest, grants_error, tuple(g.proposal for g in live))
+        if key != self._built_key:
+            self._rebuild(key, document, grants, live)
+        if self._built is None:
+            return None, self._built_error
+        return self._built, ""
+
+    def _grants(self) -> tuple[GrantsDocument, str, str]:
+        """The grants document, its digest, and why it is ignored ('' when it is not)."""
+        assert self._grants_file is not None
+        loaded, error = self._grants_file.get()
+        if loaded is not None:
+            return loaded[0], loaded[1], ""
+        if not os.path.lexists(self._grants_file.path):
+            return GrantsDocument(), digest(None), ""
+        # An unreadable grants file grants nothing (closed); the policy still holds.
+        return GrantsDocument(), "", error or "invalid grants file"
+
+    def _rebuild(
+        self, key: tuple[object, ...], document: PolicyDocument, grants: GrantsDocument, live: tuple[HostGrant, ...]
+    ) -> None:
+        timed = {g.proposal for g in grants.grants if g.mode == "duration"}
+        expired = (self._live_ids & timed) - {g.proposal for g in live}
+        try:
+            policy = policy_from_document(policy_with_grants(document, live), self._secrets)
+        except ValueError as exc:
+            self._built, self._built_error = None, f"{ctx.options.bottle_policy}: {exc}"
+        else:
+            self._built, self._built_error = policy, ""
+        self._built_key = key
+        self._grant_patterns = {g.pattern: g for g in live if g.pattern not in document.allow}
+        self._live_ids = {g.proposal for g in live}
+        for proposal in sorted(expired):
+            self._audit_line(
+                self._built, event="grant", allow=False, rule=RULE_GRANT_EXPIRED,
+                reason=f"the timed grant of proposal {proposal} expired", route=f"proposal:{proposal}",
+            )
+
+    def poll_policy(self) -> None:
+        """Look at the policy and grants files now; audit a (re)load, with the digests, or a failure."""
+        if self._policy_file is None or self._grants_file is None:
+            return
+        policy, why = self._current()
+        loads = (self._policy_file.loads, self._grants_file.loads, os.path.lexists(self._grants_file.path))
+        if loads == self._seen_loads:
+            return
+        self._seen_loads = loads
+        if policy is None or self._built_key is None:
+            self._audit_line(None, event="policy", allow=False, rule=RULE_POLICY_UNAVAILABLE, reason=why)
+            return
+        policy_digest, grants_digest, grants_error = self._built_key[:3]
+        if grants_error:
+            self._audit_line(policy, event="policy", allow=False, rule="grants-unavailable", reason=str(grants_error))
+            return
+        self._audit_line(
+            policy, event="policy", allow=True, rule=RULE_POLICY_LOADED,
+            reason=policy_loaded_reason(str(policy_digest), str(grants_digest)),
+        )
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                self.poll_policy()
+            except Exception as exc:  # the watcher must outlive any one bad file
+                print(f"bottle guard: policy watch: {type(exc).__name__}: {exc}", file=sys.stderr)
+            await asyncio.sleep(POLICY_POLL_SECONDS)
+
+    def running(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def _spend_grant(self, policy: EgressPolicy, host: str, port: int) -> None:
+        """A single-use grant is spent by the first request it admits."""
+        pattern = policy.allowlist.matching_pattern(host, port)
+        grant = self._grant_patterns.get(pattern or "")
+        if grant is None or grant.mode != "single-use" or grant.proposal in self._used:
+            return
+        self._used.add(grant.proposal)
+        self._audit_line(
+            policy, event="grant", allow=True, rule=RULE_GRANT_USED,
+            reason=f"the single-use grant of proposal {grant.proposal} ({grant.pattern}) was used",
+            host=host, port=port, route=f"proposal:{grant.proposal}",
+        )
 
     # -- audit -----------------------------------------------------------------
     def _audit_line(self, policy: EgressPolicy | None, **fields: object) -> bool:
@@ -325,6 +453,9 @@ class GuardAddon:
             headers=request_headers(flow),
         )
         verdict = decide_request(request, policy)
+        if verdict.allow and self._grant_patterns:
+            # Spent before any await, so two requests racing cannot both use it.
+            self._spend_grant(policy, host, req.port)
         if verdict.allow and flow.server_conn.peername is None:
             # Not connected yet (plain HTTP, or a lazy connection): check the
             # name's addresses now to answer with a 403, not a 502 later.
@@ -460,6 +591,9 @@ class GuardAddon:
             flow.kill()
 
     def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self._audit is not None:
             self._audit.close()
 

@@ -218,7 +218,7 @@ def test_build_context_holds_wheels_lib_and_dockerfiles_and_caches_downloads(tmp
     pip = FakePip()
     events: list[ProgressEvent] = []
     builds = _wheels.sidecar_build_contexts(str(tmp_path / "ctx"), cache_dir=str(tmp_path / "cache"), run=pip, on_progress=events.append)
-    assert [b.role for b in builds] == ["guard", "egress-proxy", "git-gate"]
+    assert [b.role for b in builds] == ["guard", "egress-proxy", "git-gate", "supervise"]
     ctx = Path(builds[0].context_dir)
     for b in builds:
         dockerfile = (ctx / b.dockerfile).read_text()
@@ -247,4 +247,4 @@ def test_pip_failure_is_one_clear_error_with_a_hint(tmp_path: Path) -> None:
 
 def test_unknown_sidecar_role_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no sidecar image named"):
-        _wheels.sidecar_build_contexts(str(tmp_path), cache_dir=str(tmp_path), roles=("supervise",), run=FakePip())
+        _wheels.sidecar_build_contexts(str(tmp_path), cache_dir=str(tmp_path), roles=("nope",), run=FakePip())

@@ -1,0 +1,1 @@
+"""The supervise sidecar: the agent files proposals over HTTP and MCP; the host decides."""
