@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bottle.adapters._errors_common import require_labels
-from bottle.ports.errors import NotFound
+from bottle.ports.errors import NotFound, RuntimeFailure
 from bottle.ports.runtime import ContainerRuntime, NetworkInfo, RemovalSummary
 
 
@@ -32,12 +32,24 @@ def remove_labelled_through(
         except NotFound:
             continue
         networks.append(network.name)
-    for image in runtime.list_images(labels):
-        try:
-            runtime.remove_image(image.id, force=True)
-        except NotFound:
-            continue
-        images.append(image.tags[0] if image.tags else image.id)
+    # An image built FROM another labelled image holds it: the engine refuses
+    # the parent until the child is gone, so retry the refused ones while the
+    # previous pass removed something.
+    pending = list(runtime.list_images(labels))
+    while pending:
+        refused: list[tuple[object, RuntimeFailure]] = []
+        for image in pending:
+            try:
+                runtime.remove_image(image.id, force=True)
+            except NotFound:
+                continue
+            except RuntimeFailure as exc:
+                refused.append((image, exc))
+                continue
+            images.append(image.tags[0] if image.tags else image.id)
+        if len(refused) == len(pending):
+            raise refused[0][1]
+        pending = [image for image, _ in refused]
     return RemovalSummary(containers=tuple(containers), networks=tuple(networks), images=tuple(images))
 
 

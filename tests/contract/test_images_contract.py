@@ -70,6 +70,22 @@ class TestBuildContract:
         assert len(summary.images) == 1
         assert backdoor.image(tag) is None
 
+    def test_remove_labelled_removes_an_image_and_the_image_built_from_it(self, runtime, backdoor, tmp_path, names, labels):
+        # The engines refuse to remove a parent while a child image holds it;
+        # cleanup must still leave nothing labelled behind.
+        parent = f"localhost/{names('parent')}:contract"
+        child = f"localhost/{names('child')}:contract"
+        try:
+            runtime.build_image(BuildRequest(context_dir=_context(tmp_path, STATIC_DOCKERFILE), tag=parent, labels=labels))
+            runtime.build_image(BuildRequest(context_dir=_context(tmp_path, STATIC_DOCKERFILE.replace("yes", "child")),
+                                             tag=child, build_args={"BASE": parent}, labels=labels))
+            summary = runtime.remove_labelled(labels)
+            assert len(summary.images) == 2
+            assert backdoor.image(parent) is None and backdoor.image(child) is None
+        finally:
+            backdoor.remove_image(child)
+            backdoor.remove_image(parent)
+
     def test_a_failing_run_step_raises_build_failed_with_its_output(self, runtime, backdoor, tmp_path, tag, labels, needs_processes):
         marker = f"bottle-build-marker-{RUN_ID}"
         dockerfile = f"ARG BASE=localhost/bottle-base:bookworm\nFROM ${{BASE}}\nRUN echo {marker} && exit 3\n"
