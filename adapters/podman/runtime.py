@@ -54,6 +54,8 @@ _STATUSES: dict[str, ContainerStatus] = {
     "dead": "dead",
 }
 
+_LIST_ATTEMPTS = 3
+
 
 def podman_socket_candidates(uid: int, env: Mapping[str, str], rootless: bool | None = None) -> list[str]:
     """Where to look for the Podman API socket, best first.
@@ -247,7 +249,12 @@ class PodmanRuntime:
         # Podman 4.3 finds no image when given two label filters; ask for one, check the rest here.
         first = dict(list(labels.items())[:1])
         with self._errors("list images"):
-            response = self._api.get("/images/json", params=_filters(first))
+            # Podman 4.3 fails the whole listing with 500 "image not known"
+            # when an image is removed while it lists; a new listing is right.
+            for attempt in range(_LIST_ATTEMPTS):
+                response = self._api.get("/images/json", params=_filters(first))
+                if not (response.status_code == 500 and "image not known" in response.text) or attempt == _LIST_ATTEMPTS - 1:
+                    break
             response.raise_for_status()
             found = [_image_info(item) for item in response.json() or []]
         return [image for image in found if all(image.labels.get(key) == value for key, value in labels.items())]

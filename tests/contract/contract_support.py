@@ -137,7 +137,11 @@ class PodmanBackDoor:
 
     def _list(self, path: str, label: str, **params: Any) -> list[dict[str, Any]]:
         # One label per query (Podman 4.3 finds no image given two); callers intersect.
-        response = self.client.api.get(path, params={**params, "filters": json.dumps({"label": [label]})})
+        for _ in range(3):
+            response = self.client.api.get(path, params={**params, "filters": json.dumps({"label": [label]})})
+            # Podman fails a listing when an image goes away while it lists; ask again.
+            if not (response.status_code == 500 and "image not known" in response.text):
+                break
         response.raise_for_status()
         return response.json() or []
 

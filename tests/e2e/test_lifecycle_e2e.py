@@ -105,7 +105,7 @@ def stream(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
     return lines
 
 
-def wait_for_agent(engine: Engine, agent: str, timeout: float = 120) -> str:
+def wait_for_agent(engine: Engine, agent: str, timeout: float = 300) -> str:
     """Wait until the bottle's agent container runs; return its name."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
