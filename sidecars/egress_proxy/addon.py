@@ -5,11 +5,14 @@ A mitmproxy addon (hooks only; decisions come from
 upstream mode, so everything it forwards goes on through the guard, whose CA
 it trusts.
 
-- ``requestheaders``  git push -> 403 before any route is looked at; on a
-                      route, every credential header the agent sent is
-                      removed and the real one (from ``BOTTLE_TOKEN_<n>``)
-                      injected; elsewhere only Proxy-Authorization goes.
-                      Request bodies stream: the guard scans them.
+- ``requestheaders``  git push -> 403 before any route is looked at; a
+                      tunnel the guard just refused -> the guard's own
+                      answer (its 403 and body naming the rule) instead of
+                      mitmproxy's 502 (see ``refusal``); on a route, every
+                      credential header the agent sent is removed and the
+                      real one (from ``BOTTLE_TOKEN_<n>``) injected;
+                      elsewhere only Proxy-Authorization goes. Request
+                      bodies stream: the guard scans them.
 - ``responseheaders`` responses stream; on a route, the injected secret is
                       masked wherever the upstream echoes it back.
 - ``tcp_start``/``udp_start``  only HTTP(S) is proxied.
@@ -20,6 +23,7 @@ changes; a missing or invalid file means every request is refused.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -39,11 +43,14 @@ from bottle.core.egress_policy import (
 from bottle.core.naming import ROLE_EGRESS_PROXY
 from bottle.core.routing import Route, RouteTable, render_auth_header
 from bottle.core.secretscan import BrokeredSecret, SecretScanner
-from bottle.sidecars._mitm import deny_response, now
+from bottle.sidecars._mitm import RULE_HEADER, deny_response, now
 from bottle.sidecars._shared import DEFAULT_POLICY_FILE, AuditLog, WatchedFile, load_tokens
+from bottle.sidecars.egress_proxy.refusal import GuardRefusal, ask_guard
 from bottle.sidecars.egress_proxy.scrub import Masker
 
 _ROUTE = "bottle.route"
+# The audit rule of a relayed refusal that does not name one of the guard's rules.
+RULE_GUARD_REFUSED = "guard-refused"
 
 
 class _Routes:
@@ -134,7 +141,7 @@ class EgressProxyAddon:
         self._audit_flow(flow, False, rule, reason, status=403)
         flow.response = deny_response(rule, reason, role="egress proxy", host=flow.request.host, agent=agent)
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return
         routes, why = self._current()
@@ -146,6 +153,11 @@ class EgressProxyAddon:
         if decision.action == "deny":
             self._deny(flow, decision.rule, decision.reason, routes.agent)
             return
+        if _tunnel_not_established(flow):
+            refusal = await self._guard_refusal(flow)
+            if refusal is not None:
+                self._relay(flow, refusal)
+                return
         for name in decision.strip:
             req.headers.pop(name, None)
         route = decision.route
@@ -167,6 +179,23 @@ class EgressProxyAddon:
             return
         # The guard scans bodies; here they only pass through, without buffering.
         req.stream = True
+
+    async def _guard_refusal(self, flow: http.HTTPFlow) -> GuardRefusal | None:
+        via = flow.server_conn.via
+        assert via is not None
+        try:
+            return await ask_guard(via[1], flow.request.host, flow.request.port)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            # The guard cannot be asked: mitmproxy's own attempt fails with a 502, which is right then.
+            return None
+
+    def _relay(self, flow: http.HTTPFlow, refusal: GuardRefusal) -> None:
+        rule = refusal.header(RULE_HEADER) or RULE_GUARD_REFUSED
+        req = flow.request
+        reason = f"the guard refused CONNECT {req.host}:{req.port} with {refusal.status} {refusal.reason}".rstrip()
+        self._audit_flow(flow, False, rule, reason, status=refusal.status)
+        headers = http.Headers([(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers])
+        flow.response = http.Response.make(refusal.status, refusal.body, headers)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
@@ -215,6 +244,23 @@ class EgressProxyAddon:
     def done(self) -> None:
         if self._audit is not None:
             self._audit.close()
+
+
+def _tunnel_not_established(flow: http.HTTPFlow) -> bool:
+    """Whether forwarding ``flow`` needs a new CONNECT to the guard.
+
+    mitmproxy opens the tunnel when the agent's TLS handshake starts; a
+    tunnel the guard refused is closed and never reached TLS. A connection
+    that carried requests and then closed is reopened by mitmproxy without
+    asking here (the guard answers that CONNECT; a refusal then is a 502).
+    """
+    server = flow.server_conn
+    return (
+        flow.request.scheme == "https"
+        and server.via is not None
+        and not server.connected
+        and server.timestamp_tls_setup is None
+    )
 
 
 def _echo_forms(route: Route, token: str) -> list[bytes]:

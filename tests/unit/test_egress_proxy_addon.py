@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ class Proxy:
         for k, v in (headers or {}).items():
             req.headers.add(k, v)
         f = tflow.tflow(req=req)
-        self.addon.requestheaders(f)
+        asyncio.run(self.addon.requestheaders(f))
         return f
 
     def audit(self) -> list[dict[str, Any]]:
