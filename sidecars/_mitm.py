@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -62,12 +63,36 @@ def abort_upstream(flow: http.HTTPFlow) -> bool:
         return False
 
 
+# What a bottle proxy runs on: option handling, the proxy server and its
+# layers, TLS interception, the block of non-local clients, refusal of h2c
+# upgrades, startup error reporting and warnings to stderr.
+KEEP = frozenset({"core", "block", "proxyserver", "nextlayer", "tlsconfig", "disableh2c", "errorcheck", "termlog"})
+
+
+def prune_addons(manager: object, keep: frozenset[str] = KEEP) -> list[str]:
+    """Remove every addon whose name is not in ``keep`` from ``manager``'s hook chain; the removed names."""
+    from mitmproxy.addonmanager import _get_name
+
+    chain = list(manager.chain)  # type: ignore[attr-defined]
+    removed = [_get_name(a) for a in chain if _get_name(a) not in keep]
+    manager.chain = [a for a in chain if _get_name(a) in keep]  # type: ignore[attr-defined]
+    for name in removed:
+        manager.lookup.pop(name, None)  # type: ignore[attr-defined]
+    return removed
+
+
 def run_mitmdump(addon_factory: Callable[[], object], args: Sequence[str]) -> None:
-    """Run mitmdump with ``args`` and our addon loaded before the options are parsed.
+    """Run mitmdump with ``args``, only the ``KEEP`` addons, and ours loaded before the options are parsed.
 
     Loading the addon into the master (rather than with ``-s script.py``)
     means its ``--set bottle_*`` options exist when the command line is read,
-    and no script file is watched for changes.
+    and no script file is watched for changes. mitmdump's other 35 or so
+    addons (replay, map-local, HAR export, the flow dumper...) stay out of
+    the hook chain: with flow_detail=0 they do nothing, yet dispatching
+    every hook to them cost about a third of a proxy's CPU per small request
+    (benchmarks/egress_chain.py). Their options still parse and are ignored;
+    no entrypoint sets one. Pinned to mitmproxy 11.0: it edits the addon
+    manager's ``chain`` and ``lookup``.
     """
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.dump import DumpMaster
@@ -76,6 +101,10 @@ def run_mitmdump(addon_factory: Callable[[], object], args: Sequence[str]) -> No
     class BottleMaster(DumpMaster):
         def __init__(self, options, **kwargs):  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
+            prune_addons(self.addons)
+            missing = KEEP - set(self.addons.lookup)
+            if missing:
+                print(f"bottle: mitmproxy has no addon named {', '.join(sorted(missing))}", file=sys.stderr)
             self.addons.add(addon_factory())
 
     run(BottleMaster, cmdline.mitmdump, list(args))

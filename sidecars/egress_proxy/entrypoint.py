@@ -69,9 +69,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"bottle egress proxy: cannot start: {exc}", file=sys.stderr)
         return 2
     from bottle.sidecars.egress_proxy.addon import EgressProxyAddon
-    from bottle.sidecars.egress_proxy.master import run_lean_mitmdump
+    from bottle.sidecars._mitm import run_mitmdump
 
-    run_lean_mitmdump(EgressProxyAddon, args + list(argv or ()))
+    run_mitmdump(EgressProxyAddon, args + list(argv or ()))
     return 0
 
 

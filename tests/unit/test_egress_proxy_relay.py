@@ -177,7 +177,7 @@ def test_the_lean_master_keeps_only_what_a_proxy_needs_and_every_option() -> Non
     from mitmproxy import options
     from mitmproxy.tools.dump import DumpMaster
 
-    from bottle.sidecars.egress_proxy.master import KEEP, prune_addons
+    from bottle.sidecars._mitm import KEEP, prune_addons
 
     async def go() -> tuple[set[str], list[str], DumpMaster]:
         master = DumpMaster(options.Options())
