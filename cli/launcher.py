@@ -64,6 +64,7 @@ from bottle.core.plan import (
     AGENT_BUNDLE_STATE,
     AGENT_GROUP_STATE,
     AGENT_PASSWD_STATE,
+    BUILD_CONTEXT_STATE,
     HOME_STATE_DIR,
     PLACEHOLDER_TOKEN,
     POLICY_STATE_DIR,
@@ -98,6 +99,9 @@ from bottle.ports.state import StateStore
 
 INTERRUPT_HOOK_ENV = "BOTTLE_TEST_INTERRUPT_AFTER_STEP"
 POLICY_FILE = f"{POLICY_STATE_DIR}/egress.json"
+# Temporary host grants of approved proposals: they last one session.
+GRANTS_FILE = f"{POLICY_STATE_DIR}/grants.json"
+CLAUDE_CONFIG = f"{HOME_STATE_DIR}/.claude.json"
 LABEL_BUILD_KEY = "io.bottle.build-key"
 READY_TIMEOUT = 60.0
 MAX_PARALLEL = 4
@@ -439,6 +443,11 @@ class Launcher:
                 with open(os.path.join(work, "Dockerfile"), "w", encoding="utf-8") as fh:
                     fh.write(project_dockerfile(user))
                 context, dockerfile = work, "Dockerfile"
+            elif ours:
+                # The per-bottle Dockerfile of an approved capability change: built in a
+                # context holding a copy of it and nothing else (never the state itself).
+                context, dockerfile = self._per_bottle_context(image), "Dockerfile"
+                work = context
             else:
                 dockerfile_path = image.dockerfile or ""
                 context = image.context or os.path.dirname(dockerfile_path)
@@ -473,6 +482,29 @@ class Launcher:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)
 
+    def _per_bottle_context(self, image: ImageStep) -> str:
+        """The state's ``build/`` directory, emptied, with only a copy of ``image.dockerfile`` in it."""
+        context = self.store.host_path(self.identity, BUILD_CONTEXT_STATE)
+        if image.context and os.path.normpath(image.context) != os.path.normpath(context):
+            raise ValueError(f"the per-bottle image builds in {context}, not {image.context}")
+        try:
+            with open(image.dockerfile or "", "rb") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise InputError(
+                f"the per-bottle Dockerfile {image.dockerfile} of bottle {self.identity} is gone",
+                hint="a resume rebuilds the image from it; `bottle cleanup` removes the bottle's state",
+            ) from None
+        if os.path.lexists(context):
+            if os.path.isdir(context) and not os.path.islink(context):
+                shutil.rmtree(context)
+            else:
+                os.unlink(context)
+        os.makedirs(context, mode=0o700)
+        with open(os.path.join(context, "Dockerfile"), "wb") as fh:
+            fh.write(text)
+        return context
+
     def _build(self, request: BuildRequest) -> None:
         def check(report: Callable[[ProgressEvent], None]) -> Callable[[ProgressEvent], None]:
             def on_progress(event: ProgressEvent) -> None:
@@ -502,7 +534,14 @@ class Launcher:
         )
         store.write(identity, LAUNCHER_RECORD, msgspec.json.encode(record))
         store.write(identity, POLICY_FILE, self.inputs.policy)
+        # Single-use and timed grants end with the session that had them.
+        store.delete(identity, GRANTS_FILE)
         store.write(identity, f"{AUDIT_DIR}/.keep", b"")
+        supervise = self.plan.container(naming.ROLE_SUPERVISE)
+        if supervise is not None:
+            from bottle.adapters.local.proposal_queue import prepare_queue_dirs  # noqa: PLC0415
+
+            prepare_queue_dirs(store, identity, supervise.user)
 
     def _step_mint_cas(self, step: Step) -> None:
         from bottle.adapters.tls import ensure_ca  # noqa: PLC0415 - cryptography is ~40 ms
@@ -591,7 +630,21 @@ class Launcher:
         store.write(identity, AGENT_GROUP_STATE, files.group.encode())
         store.write(identity, AGENT_BUNDLE_STATE, files.ca_bundle)
         store.write(identity, gitconfig, files.gitconfig.encode())
+        if self.plan.supervise:
+            self._register_supervise_mcp()
         self._hand_home_to(agent)
+
+    def _register_supervise_mcp(self) -> None:
+        """Register the supervise sidecar's MCP server in ``~/.claude.json``, keeping the rest of it."""
+        from bottle.core.proposals import claude_code_mcp_config  # noqa: PLC0415
+
+        existing = self.store.read(self.identity, CLAUDE_CONFIG)
+        try:
+            data = claude_code_mcp_config(existing, f"http://{naming.ROLE_SUPERVISE}:{SIDECAR_PORT}")
+        except ValueError:
+            self.say("~/.claude.json of the agent is not a JSON object: the supervise tools are not registered in it")
+            return
+        self.store.write(self.identity, CLAUDE_CONFIG, data)
 
     def _hand_home_to(self, agent: ContainerPlan) -> None:
         """The agent's home in the state belongs to the agent's uid (root may launch for another user)."""

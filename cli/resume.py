@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 from bottle.cli.app import AppState, manifest_option
 from bottle.ports.errors import InputError
+
+if TYPE_CHECKING:
+    from bottle.core.manifest import Route
+    from bottle.ports.state import StateStore
 
 
 def _manifest_from_sources(sources: tuple[str, ...], explicit: str | None):  # type: ignore[no-untyped-def]
@@ -42,9 +47,10 @@ def resume(state: AppState, identity: str, yes: bool, verbose: bool, command: tu
     Dockerfile of an approved capability change, and the agent's home (its
     transcript) as it was left.
     """
+    from bottle.adapters.local.proposal_desk import restore_transcript  # noqa: PLC0415
     from bottle.cli.start import launch_agent  # noqa: PLC0415
     from bottle.core.identity import parse_identity  # noqa: PLC0415
-    from bottle.core.state import DOCKERFILE, METADATA, decode_metadata  # noqa: PLC0415
+    from bottle.core.state import DOCKERFILE, METADATA, TRANSCRIPT_DIR, decode_metadata  # noqa: PLC0415
 
     identity = parse_identity(identity)
     store = state.get_container().state_store()
@@ -63,7 +69,23 @@ def resume(state: AppState, identity: str, yes: bool, verbose: bool, command: tu
     if state.runtime is None:
         state.runtime = metadata.runtime
     manifest = _manifest_from_sources(metadata.manifest_sources, state.manifest)
+    hosts, routes = approved_in(store, identity)
+    if store.exists(identity, TRANSCRIPT_DIR):
+        # The conversation as it was when a capability change stopped the agent.
+        restore_transcript(store, identity)
     return launch_agent(
         state, manifest, metadata.agent_name, metadata.cwd, metadata.copy_cwd, command,
         yes=yes, verbose=verbose, identity=identity, per_bottle_dockerfile=store.exists(identity, DOCKERFILE),
+        approved_hosts=hosts, approved_routes=routes,
     )
+
+
+def approved_in(store: StateStore, identity: str) -> tuple[tuple[str, ...], tuple[Route, ...]]:
+    """(hosts, routes) that applied proposals of bottle ``identity`` added (``proposals.approved_changes``)."""
+    from bottle.adapters.local.proposal_queue import HostQueue  # noqa: PLC0415
+    from bottle.core.manifest import Route  # noqa: PLC0415
+    from bottle.core.proposals import approved_changes  # noqa: PLC0415
+
+    proposals, _ = HostQueue(store, identity).scan()
+    hosts, routes = approved_changes(proposals)
+    return hosts, tuple(Route(r.upstream, r.token_ref, r.auth_scheme) for r in routes)

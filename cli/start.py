@@ -21,14 +21,14 @@ from bottle.cli.images import sidecar_version
 from bottle.cli.manifest_files import load_manifest_files, secret_presence
 from bottle.cli.wiring import resolve_runtime
 from bottle.core.identity import new_identity
-from bottle.core.plan import ImageSettings, LaunchPlan, LaunchRequest, plan_launch, secret_uses
+from bottle.core.plan import ImageSettings, LaunchPlan, LaunchRequest, plan_launch, secret_uses, with_approved
 from bottle.core.plan_render import render_json, render_text
 from bottle.ports.errors import InputError
 
 if TYPE_CHECKING:
     from bottle.cli.launcher import TeardownReport
     from bottle.core.lifecycle import Step, Users
-    from bottle.core.manifest import Agent, Manifest
+    from bottle.core.manifest import Agent, Manifest, Route
     from bottle.core.state import BottleMetadata
     from bottle.ports.runtime import ContainerRuntime, EngineInfo, ProgressEvent
 
@@ -286,12 +286,19 @@ def launch_agent(
     verbose: bool,
     identity: str | None = None,
     per_bottle_dockerfile: bool = False,
+    approved_hosts: tuple[str, ...] = (),
+    approved_routes: tuple[Route, ...] = (),
 ) -> int:
-    """Plan and run a bottle of ``agent_name``; ``identity`` given means a resume."""
+    """Plan and run a bottle of ``agent_name``; ``identity`` given means a resume.
+
+    ``approved_hosts`` and ``approved_routes`` (a resume: what applied
+    proposals added) join the agent's allowlist and routes for everything
+    this launch reads from it: the secrets, the plan, the policy file.
+    """
     from bottle.core.state import BottleMetadata  # noqa: PLC0415
 
     container = state.get_container()
-    agent = manifest.agent(agent_name)
+    agent = with_approved(manifest.agent(agent_name), approved_hosts, approved_routes)
     home = os.path.expanduser("~")
     secrets = read_secrets(agent, state, home)
     check_can_ask(yes)
@@ -311,6 +318,8 @@ def launch_agent(
         user=users.agent,
         home=home,
         per_bottle_dockerfile=per_bottle_dockerfile,
+        approved_hosts=approved_hosts,
+        approved_routes=approved_routes,
         sidecar_user=users.sidecars,
         userns=users.userns,
         limits_supported=not (info.rootless and info.cgroup_version in ("v1", "1")),

@@ -14,7 +14,7 @@ they come from (``source="secret"``) and read by the launcher, never here.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -23,12 +23,12 @@ from bottle.core import gitgate, naming, routing
 from bottle.core.images import DEFAULT_BASE_IMAGE, sidecar_image_tag
 from bottle.core.identity import is_identity, slugify
 from bottle.core.lifecycle import AGENT_HOME, CA_BUNDLE_PATHS
-from bottle.core.manifest import Agent, Manifest, parse_memory
+from bottle.core.manifest import Agent, Manifest, Route, parse_memory
 from bottle.core.manifest_load import ANTHROPIC_HOST
+from bottle.core.proposals import DECISIONS_DIR, FILINGS_DIR
 from bottle.core.state import (
     AUDIT_DIR,
     DOCKERFILE,
-    PROPOSALS_DIR,
     ca_cert_path,
     ca_key_path,
     per_bottle_image_tag,
@@ -40,6 +40,7 @@ __all__ = [
     "AGENT_BUNDLE_STATE",
     "AGENT_GROUP_STATE",
     "AGENT_PASSWD_STATE",
+    "BUILD_CONTEXT_STATE",
     "HOME_STATE_DIR",
     "SIDECAR_SECRETS_FILE",
     "DEFAULT_AGENT_USER",
@@ -64,6 +65,7 @@ __all__ = [
     "gate_remotes",
     "plan_launch",
     "secret_uses",
+    "with_approved",
 ]
 
 WORKSPACE = "/workspace"
@@ -80,7 +82,15 @@ GATE_HEALTH_PATH = gitgate.HEALTH_PATH
 # this directory; a directory mount, so an atomic rename on the host shows.
 POLICY_STATE_DIR = "policy"
 SIDECAR_POLICY_DIR = "/etc/bottle/policy"
+# The supervise sidecar's side of the proposal queue (the defaults of
+# bottle.sidecars.supervise.server): filings it writes, decisions it only reads.
 SUPERVISE_QUEUE_DIR = "/run/supervise/queue"
+SUPERVISE_DECISIONS_DIR = "/run/supervise/decisions"
+SUPERVISE_HEALTH_PATH = "/healthz"
+# The build context of the per-bottle image: a state directory the launcher
+# fills with a copy of the per-bottle Dockerfile and nothing else (the state
+# itself holds the CA keys, which must never reach a build).
+BUILD_CONTEXT_STATE = "build"
 DEFAULT_AGENT_USER = "1000:1000"
 # What the agent sees where a Claude credential would be: not a secret, and
 # shaped like no real token so the guard's scanners never mistake it for one.
@@ -130,6 +140,12 @@ class LaunchRequest(msgspec.Struct, frozen=True):
     is False where the engine cannot apply pids/memory limits (rootless
     Podman on cgroup v1): the agent then runs without them, with a warning.
     ``interactive`` gives the agent a terminal (no ``-- CMD``).
+
+    ``approved_hosts`` and ``approved_routes`` are what applied supervise
+    proposals added to the bottle (on resume; ``proposals.approved_changes``):
+    the plan merges them into the agent's allowlist and routes
+    (``with_approved``), as must everything else that reads the agent for
+    this launch (its secrets, its policy file).
     """
 
     agent: str
@@ -146,6 +162,37 @@ class LaunchRequest(msgspec.Struct, frozen=True):
     userns: str | None = None
     limits_supported: bool = True
     interactive: bool = True
+    approved_hosts: tuple[str, ...] = ()
+    approved_routes: tuple[Route, ...] = ()
+
+
+def with_approved(agent: Agent, hosts: Sequence[str] = (), routes: Sequence[Route] = ()) -> Agent:
+    """``agent`` with ``hosts`` added to its ``egress.allow`` and ``routes`` to its routes.
+
+    What a resumed bottle runs with: the manifest plus what applied
+    proposals added. Idempotent: a host already allowed, or a route whose
+    upstream (host, port and path prefix) the agent already has, is not
+    added again; the manifest's own route wins over an approved one.
+    """
+    if not hosts and not routes:
+        return agent
+    bottle = agent.bottle
+    allow = tuple(dict.fromkeys([*bottle.egress.allow, *hosts]))
+    merged = list(bottle.egress_proxy.routes)
+    keys = {routing.parse_upstream(r.upstream) for r in merged}
+    for route in routes:
+        key = routing.parse_upstream(route.upstream)
+        if key not in keys:
+            keys.add(key)
+            merged.append(Route(route.upstream, route.token_ref, route.auth_scheme))
+    return msgspec.structs.replace(
+        agent,
+        bottle=msgspec.structs.replace(
+            bottle,
+            egress=msgspec.structs.replace(bottle.egress, allow=allow),
+            egress_proxy=msgspec.structs.replace(bottle.egress_proxy, routes=tuple(merged)),
+        ),
+    )
 
 
 class SecretUse(msgspec.Struct, frozen=True):
@@ -384,6 +431,7 @@ def plan_launch(
     if not is_identity(identity):
         raise ValueError(f"{identity!r} is not a bottle identity")
     agent = manifest.agent(request.agent) if isinstance(manifest, Manifest) else manifest
+    agent = with_approved(agent, request.approved_hosts, request.approved_routes)
     bottle = agent.bottle
     table = routing.build_route_table(bottle.egress_proxy.routes)
     allowlist = routing.effective_allowlist(bottle.egress.allow, table)
@@ -438,13 +486,14 @@ def plan_launch(
             )
         )
     if request.per_bottle_dockerfile:
+        # Never the state dir itself as the context: it holds the CA keys.
         images.append(
             ImageStep(
                 "agent",
                 per_bottle_image_tag(identity),
                 "build",
                 dockerfile=state(DOCKERFILE),
-                context=request.state_dir,
+                context=state(BUILD_CONTEXT_STATE),
                 base=images[-1].tag,
                 labels=labels(naming.ROLE_AGENT),
             )
@@ -712,8 +761,12 @@ def plan_launch(
                 labels=labels(naming.ROLE_SUPERVISE),
                 networks=(NetworkAttachmentPlan(internal, (naming.ROLE_SUPERVISE,)),),
                 env=tuple(common_env(naming.ROLE_SUPERVISE)),
-                mounts=(MountPlan(state(PROPOSALS_DIR), SUPERVISE_QUEUE_DIR, False),),
+                mounts=(
+                    MountPlan(state(FILINGS_DIR), SUPERVISE_QUEUE_DIR, False),
+                    MountPlan(state(DECISIONS_DIR), SUPERVISE_DECISIONS_DIR, True),
+                ),
                 user=request.sidecar_user,
+                health_path=SUPERVISE_HEALTH_PATH,
             )
         )
 

@@ -445,7 +445,7 @@ def validate_payload(payload: Payload) -> Payload:
             raise _refused("the proposed Dockerfile has no FROM line", hint="start it with: ARG BASE / FROM ${BASE}")
         if _ADD_COPY.search(payload.dockerfile):
             raise _refused(
-                "the proposed Dockerfile uses ADD or COPY; its build context is the bottle's state, so it may not",
+                "the proposed Dockerfile uses ADD or COPY; its build context holds nothing but the Dockerfile",
                 hint="install what is needed with RUN (the package mirrors are reachable during the build)",
             )
         _no_secret(payload.dockerfile, "Dockerfile")
@@ -822,16 +822,21 @@ MCP_SERVER_NAME = "bottle-supervise"
 def claude_code_mcp_config(existing: bytes | None, url: str) -> bytes:
     """``~/.claude.json`` with the supervise MCP server registered (user scope), everything else kept.
 
-    ``existing`` is the file as the agent left it (None: absent). Raises
-    ``ValueError`` if it is not a JSON object; the caller then leaves it alone.
+    ``existing`` is the file as the agent left it (None: absent); when it
+    already registers exactly this server it is returned unchanged, byte for
+    byte (a resumed transcript stays as it was). Raises ``ValueError`` if it
+    is not a JSON object; the caller then leaves it alone.
     """
     import json  # noqa: PLC0415
 
     data = {} if not existing else json.loads(existing)
     if not isinstance(data, dict):
         raise ValueError("~/.claude.json is not a JSON object")
+    entry = {"type": "http", "url": url.rstrip("/") + "/mcp"}
     servers = data.get("mcpServers")
     servers = dict(servers) if isinstance(servers, dict) else {}
-    servers[MCP_SERVER_NAME] = {"type": "http", "url": url.rstrip("/") + "/mcp"}
+    if existing and servers.get(MCP_SERVER_NAME) == entry:
+        return existing
+    servers[MCP_SERVER_NAME] = entry
     data["mcpServers"] = servers
     return (json.dumps(data, indent=2) + "\n").encode()

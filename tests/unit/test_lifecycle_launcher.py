@@ -109,6 +109,7 @@ def make(
     tmp_path: Path,
     *,
     resume: bool = False,
+    request_changes: dict[str, object] | None = None,
     **launcher: object,
 ) -> Launcher:
     project = tmp_path / "project"
@@ -118,6 +119,7 @@ def make(
         agent="agent", cwd=str(project), runtime="memory", state_dir=store.host_path(ID),
         images=ImageSettings(VERSION), user=USERS.agent, sidecar_user=USERS.sidecars, interactive=False,
     )
+    request = msgspec.structs.replace(request, **(request_changes or {}))
     plan = plan_launch(agent, request, ID, {"env:TOKEN": True})
     metadata = BottleMetadata(ID, "agent", str(project), False, datetime.now(timezone.utc), "memory")
     inputs = LaunchInputs(plan, metadata, USERS, {"env:TOKEN": SECRET}, dict(agent.env), b'{"version": 1}', resume)
@@ -380,6 +382,79 @@ def test_a_resume_keeps_preserved_state_and_shows_the_hint(store: LocalStateStor
     assert report.kept_state and report.resume_hint == f"bottle resume {ID}"
     assert store.read(ID, "home/.claude/transcript.jsonl") == b"earlier"
     assert leftovers(runtime) == NOTHING
+
+
+def test_the_per_bottle_image_builds_from_a_context_holding_only_its_dockerfile(
+    store: LocalStateStore, tmp_path: Path
+) -> None:
+    runtime = Runtime(images())
+    store.write(ID, "metadata.json", b"{}")
+    store.write(ID, "ca/guard.key", b"PRIVATE KEY OF THE GUARD CA", secret=True)
+    store.write(ID, "Dockerfile", b"ARG BASE\nFROM ${BASE}\nLABEL kind=per-bottle\n")
+    store.write(ID, "build/stale-from-last-time", b"old")
+    contexts: list[dict[str, bytes]] = []
+    original = runtime.build_image
+
+    def build(request, on_progress=None):  # type: ignore[no-untyped-def]
+        files = {}
+        for root, _, names in os.walk(request.context_dir):
+            for name in names:
+                path = os.path.join(root, name)
+                files[os.path.relpath(path, request.context_dir)] = Path(path).read_bytes()
+        contexts.append(files)
+        return original(request, on_progress)
+
+    runtime.build_image = build  # type: ignore[method-assign]
+    launcher = make(store, runtime, agent_of(), tmp_path, resume=True, request_changes={"per_bottle_dockerfile": True})
+    with launcher.interrupts:
+        try:
+            launcher.launch()
+            agent = next(c for c in runtime.containers.values() if c.spec.name.startswith("bottle-agent-"))
+            assert agent.spec.image == f"localhost/bottle-agent-{ID}:latest"
+            assert runtime.inspect_image(agent.spec.image).labels["kind"] == "per-bottle"
+        finally:
+            launcher.teardown()
+    assert contexts == [{"Dockerfile": b"ARG BASE\nFROM ${BASE}\nLABEL kind=per-bottle\n"}]
+    assert not store.exists(ID, "build"), "the copy goes once the image is built"
+    assert leftovers(runtime) == NOTHING
+
+
+def test_supervise_gets_its_queue_and_claude_code_its_mcp_server(store: LocalStateStore, tmp_path: Path) -> None:
+    runtime = Runtime(images() + [sidecar_image_tag("supervise", VERSION)])
+    store.write(ID, "metadata.json", b"{}")
+    earlier = {"theme": "dark", "mcpServers": {"mine": {"type": "stdio", "command": "x"}}}
+    store.write(ID, "home/.claude.json", json.dumps(earlier).encode())
+    store.write(ID, "policy/grants.json", b'{"version": 1, "grants": []}')
+    launcher = make(store, runtime, agent_of({"supervise": True}), tmp_path, resume=True)
+    with launcher.interrupts:
+        try:
+            launcher.launch()
+            supervise = next(c.spec for c in runtime.containers.values() if c.spec.name == f"bottle-supervise-{ID}")
+            config = json.loads(store.read(ID, "home/.claude.json") or b"")
+            queue = Path(store.host_path(ID, "proposals"))
+            decisions = Path(store.host_path(ID, "decisions"))
+            grants = store.exists(ID, "policy/grants.json")
+            dirs = queue.is_dir() and decisions.is_dir()
+        finally:
+            launcher.teardown()
+    assert {(m.source, m.target, m.read_only) for m in supervise.mounts} == {
+        (str(queue), "/run/supervise/queue", False),
+        (str(decisions), "/run/supervise/decisions", True),
+    }
+    assert dirs
+    assert not grants, "temporary grants last one session"
+    assert config["theme"] == "dark" and config["mcpServers"]["mine"] == earlier["mcpServers"]["mine"]
+    assert config["mcpServers"]["bottle-supervise"] == {"type": "http", "url": "http://supervise:8080/mcp"}
+
+
+def test_a_claude_json_that_is_not_an_object_is_left_alone(store: LocalStateStore, tmp_path: Path) -> None:
+    runtime = Runtime(images() + [sidecar_image_tag("supervise", VERSION)])
+    store.write(ID, "metadata.json", b"{}")
+    store.write(ID, "home/.claude.json", b"[1, 2]")
+    said: list[str] = []
+    run_all(make(store, runtime, agent_of({"supervise": True}), tmp_path, resume=True, say=said.append))
+    # the state went with the session; what the launcher said is what is left
+    assert any(".claude.json" in line for line in said), said
 
 
 def test_a_failed_resume_keeps_the_state(store: LocalStateStore, tmp_path: Path) -> None:

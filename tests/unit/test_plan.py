@@ -22,7 +22,9 @@ from bottle.core.plan import (
     LaunchRequest,
     plan_launch,
     secret_uses,
+    with_approved,
 )
+from bottle.core.manifest import Route
 from bottle.core.plan_render import render_json, render_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -299,6 +301,21 @@ def test_supervise_runs_on_the_internal_network_only() -> None:
     assert "supervise" in env(plan, "agent")["NO_PROXY"].value.split(",")
 
 
+def test_supervise_sees_its_queue_read_write_and_the_decisions_read_only() -> None:
+    plan = plan_of(example("generic-git.json"), identity="implementer-abcde")
+    sup = plan.container("supervise")
+    assert sup is not None
+    state = STATE
+    mounts = {m.target: (m.source, m.read_only) for m in sup.mounts}
+    assert mounts == {
+        "/run/supervise/queue": (f"{state}/proposals", False),
+        "/run/supervise/decisions": (f"{state}/decisions", True),
+    }
+    # nothing else of the state: no CA, no policy, no home
+    assert sup.health_path == "/healthz"
+    assert not any(v.source == "secret" for v in sup.env) and sup.secrets_file is None
+
+
 def test_supervise_off_means_no_container() -> None:
     plan = plan_of(example("claude-code.json"))
     assert plan.container("supervise") is None and plan.supervise is False
@@ -332,6 +349,50 @@ def test_per_bottle_dockerfile_layer_sits_between_agent_and_project() -> None:
     assert tags[1] == f"localhost/bottle-agent-{ID}:latest"
     assert plan.images[1].dockerfile == f"{STATE}/Dockerfile"
     assert plan.images[2].base == tags[1]
+
+
+def test_the_per_bottle_build_context_never_holds_the_state() -> None:
+    # The state holds the CA private keys: a build context there would send them to the engine.
+    plan = plan_of(example("generic-git.json"), per_bottle_dockerfile=True)
+    (layer,) = [i for i in plan.images if i.tag == f"localhost/bottle-agent-{ID}:latest"]
+    assert layer.dockerfile == f"{STATE}/Dockerfile"
+    assert layer.context == f"{STATE}/build"
+    keys = {m.source for c in plan.containers for m in c.mounts if m.source.endswith(".key")}
+    assert keys and all(k.startswith(STATE + "/ca/") for k in keys)
+    for step in (i for i in plan.images if i.action == "build"):
+        context = (step.context or "").rstrip("/")
+        assert context != STATE and not STATE.startswith(context + "/"), step
+        assert not any(k.startswith(context + "/") for k in keys), step
+
+
+def test_approved_hosts_and_routes_join_the_plan() -> None:
+    agent = example("claude-code.json")
+    route = Route("https://api.github.com", "GH_TOKEN")
+    plan = plan_of(agent, approved_hosts=("pypi.org", "*.example.org"), approved_routes=(route,))
+    assert {"pypi.org", "*.example.org", "api.github.com"} <= set(plan.allowlist)
+    assert "https://api.github.com" in [r.upstream for r in plan.routes]
+    assert "env:GH_TOKEN" in plan.missing_secrets  # the operator must hold the approved route's secret
+    merged = with_approved(agent, ("pypi.org", "*.example.org"), (route,))
+    assert "env:GH_TOKEN" in [u.ref for u in secret_uses(merged)]
+    # the same merge: the plan of the merged agent is the plan of the request
+    assert plan_of(merged) == plan_of(agent, approved_hosts=("pypi.org", "*.example.org"), approved_routes=(route,))
+    plain = plan_of(agent)
+    assert "*.example.org" not in plain.allowlist and "https://api.github.com" not in [r.upstream for r in plain.routes]
+
+
+@given(st.lists(st.sampled_from(["pypi.org", "a.example.com", "*.example.net", "api.anthropic.com"]), max_size=6))
+@settings(max_examples=40, deadline=None)
+def test_with_approved_is_idempotent_and_keeps_the_manifest_first(hosts: list[str]) -> None:
+    agent = example("claude-code.json")
+    # An approved route to an upstream the manifest already routes never replaces the manifest's.
+    routes = (Route("https://api.anthropic.com", "OTHER_TOKEN", "bearer"), Route("https://api.github.com", "GH"))
+    once = with_approved(agent, hosts, routes)
+    assert with_approved(once, hosts, routes) == once
+    assert once.bottle.egress.allow[: len(agent.bottle.egress.allow)] == agent.bottle.egress.allow
+    assert set(once.bottle.egress.allow) == set(agent.bottle.egress.allow) | set(hosts)
+    assert once.bottle.egress_proxy.routes[: len(agent.bottle.egress_proxy.routes)] == agent.bottle.egress_proxy.routes
+    assert [r.upstream for r in once.bottle.egress_proxy.routes].count("https://api.anthropic.com") == 1
+    assert with_approved(agent) is agent
 
 
 def test_command_override_replaces_the_manifest_command() -> None:

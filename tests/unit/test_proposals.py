@@ -262,3 +262,6 @@ def test_the_mcp_server_is_registered_for_claude_code_keeping_the_rest() -> None
     assert kept["numStartups"] == 4 and set(kept["mcpServers"]) == {"x", "bottle-supervise"}
     with pytest.raises(ValueError):
         P.claude_code_mcp_config(b"[1]", "http://supervise:8080")
+    # Already registered (a resume): the agent's file stays byte for byte, formatting and all.
+    theirs = '{\n    "mcpServers": {"bottle-supervise": {"url": "http://supervise:8080/mcp", "type": "http"}},\n    "name": "caf\u00e9"\n}'.encode()
+    assert P.claude_code_mcp_config(theirs, "http://supervise:8080") == theirs
