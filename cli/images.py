@@ -9,7 +9,6 @@ import os
 from bottle.cli.app import AppState, bottle_version
 from bottle.cli.progress import progress
 from bottle.core.images import (
-    BASE_ARG,
     DEFAULT_BASE_IMAGE,
     LABEL_IMAGE_KIND,
     SHIPPED_SIDECARS,
@@ -131,7 +130,6 @@ def build_sidecar_images(
     import platformdirs  # noqa: PLC0415
 
     from bottle.ports.errors import InputError  # noqa: PLC0415
-    from bottle.ports.runtime import BuildRequest  # noqa: PLC0415
     from bottle.sidecars._wheels import sidecar_build_contexts  # noqa: PLC0415
 
     wanted = [r for r in (roles or SHIPPED_SIDECARS)
@@ -155,13 +153,7 @@ def build_sidecar_images(
             tag = sidecar_image_tag(item.role, version)
             with progress(f"building {tag} in {runtime.name}") as report:
                 runtime.build_image(
-                    BuildRequest(
-                        context_dir=item.context_dir,
-                        dockerfile=item.dockerfile,
-                        tag=tag,
-                        build_args={BASE_ARG: base},
-                        labels={LABEL_MANAGED: "true", LABEL_IMAGE_KIND: item.role, LABEL_VERSION: version},
-                    ),
+                    item.request(tag, base, {LABEL_MANAGED: "true", LABEL_IMAGE_KIND: item.role, LABEL_VERSION: version}),
                     on_progress=report,
                 )
             built.append(tag)

@@ -11,9 +11,7 @@ sidecar image is fetched during the build.
 
     builds = sidecar_build_contexts(work_dir, cache_dir=..., on_progress=...)
     for b in builds:
-        runtime.build_image(BuildRequest(
-            context_dir=b.context_dir, dockerfile=b.dockerfile,
-            tag=sidecar_image_tag(b.role, version), build_args={"BASE": base}, labels=...))
+        runtime.build_image(b.request(sidecar_image_tag(b.role, version), base, labels))
 
 The wheels are cached under ``cache_dir`` by a key of what was asked for
 (requirements and target platform), so only the first build downloads.
@@ -33,12 +31,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bottle.core.images import BASE_ARG
 from bottle.ports.errors import BottleError
-from bottle.ports.runtime import ProgressCallback, ProgressEvent
+from bottle.ports.runtime import BuildRequest, ProgressCallback, ProgressEvent
 
 # What runs in the sidecar images. mitmproxy 11.0 is the last line that
 # supports Python 3.11 (Debian bookworm's python3).
@@ -52,13 +51,36 @@ SIDECAR_REQUIREMENTS = (
 # pyperclip to exactly this version.
 SDIST_ONLY = ("pyperclip==1.9.0",)
 
-SIDECARS = {
-    # role -> package directory under bottle/sidecars
-    "guard": "guard",
-    "egress-proxy": "egress_proxy",
-    "git-gate": "git_gate",
-    "supervise": "supervise",
+@dataclass(frozen=True)
+class SidecarRecipe:
+    """How sidecars/Dockerfile builds one sidecar image: its build arguments."""
+
+    entry: str  # the module the image runs
+    pip_install: str = "msgspec"  # what pip installs from wheels/: a name, or "-r <file>"
+    apt_packages: str = ""  # from the base distribution's mirror
+    shared_dirs: str = ""  # made writable by any uid, sticky
+
+    def build_args(self, role: str) -> dict[str, str]:
+        return {
+            "ROLE": role,
+            "ENTRY": self.entry,
+            "PIP_INSTALL": self.pip_install,
+            "APT_PACKAGES": self.apt_packages,
+            "SHARED_DIRS": self.shared_dirs,
+        }
+
+
+_ALL_WHEELS = "-r /opt/bottle/wheels/requirements.txt"
+SIDECAR_RECIPES = {
+    "guard": SidecarRecipe("bottle.sidecars.guard.entrypoint", _ALL_WHEELS),
+    "egress-proxy": SidecarRecipe("bottle.sidecars.egress_proxy.entrypoint", _ALL_WHEELS),
+    # git from the distribution; the repositories' root is shared because the
+    # launcher may run the gate as the host user's uid.
+    "git-gate": SidecarRecipe("bottle.sidecars.git_gate.entrypoint", apt_packages="git ca-certificates", shared_dirs="/srv/git"),
+    "supervise": SidecarRecipe("bottle.sidecars.supervise.server"),
 }
+SIDECARS = tuple(SIDECAR_RECIPES)
+SIDECAR_DOCKERFILE = "lib/bottle/sidecars/Dockerfile"
 LIB_PACKAGES = ("core", "ports", "sidecars")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 
@@ -104,6 +126,14 @@ class SidecarBuild:
     role: str
     context_dir: str
     dockerfile: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
+
+    def request(self, tag: str, base: str, labels: Mapping[str, str]) -> BuildRequest:
+        """The build of this sidecar as ``tag`` on ``base``, carrying ``labels``."""
+        return BuildRequest(
+            context_dir=self.context_dir, dockerfile=self.dockerfile, tag=tag,
+            build_args={BASE_ARG: base, **self.build_args}, labels=dict(labels),
+        )
 
 
 def pip_download_argv(
@@ -235,9 +265,9 @@ def sidecar_build_contexts(
     """Assemble one build context under ``work_dir`` for the sidecar images of ``roles``.
 
     The context holds ``wheels/`` (from ``ensure_wheels``, cached in
-    ``cache_dir``) and ``lib/bottle/{core,ports,sidecars}``; each image's
-    Dockerfile is ``lib/bottle/sidecars/<package>/Dockerfile`` in it, and
-    takes ``BASE`` as a build argument. ``work_dir`` must be empty or
+    ``cache_dir``) and ``lib/bottle/{core,ports,sidecars}``; every image builds from
+    ``lib/bottle/sidecars/Dockerfile`` in it with its recipe's build
+    arguments and ``BASE`` (``SidecarBuild.request``). ``work_dir`` must be empty or
     missing; the caller removes it after the builds.
     """
     unknown = [r for r in roles if r not in SIDECARS]
@@ -250,6 +280,6 @@ def sidecar_build_contexts(
     copy_lib(str(context / "lib"))
     _progress(on_progress, f"sidecar build context ready in {context}")
     return [
-        SidecarBuild(role, str(context), f"lib/bottle/sidecars/{SIDECARS[role]}/Dockerfile")
+        SidecarBuild(role, str(context), SIDECAR_DOCKERFILE, SIDECAR_RECIPES[role].build_args(role))
         for role in roles
     ]

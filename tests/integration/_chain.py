@@ -116,7 +116,6 @@ def build_images(runtime: Any, work: Path, run_id: str, labels: Mapping[str, str
     """Guard, egress-proxy and client (the git gate's image: git + python3) images, tagged for this run."""
     import platformdirs
 
-    from bottle.ports.runtime import BuildRequest
     from bottle.sidecars._wheels import sidecar_build_contexts
 
     context = work / "context"
@@ -126,8 +125,7 @@ def build_images(runtime: Any, work: Path, run_id: str, labels: Mapping[str, str
     for build in builds:
         role = "client" if build.role == "git-gate" else build.role
         tag = f"localhost/bottle-test-chain-{role}:{run_id}"
-        request = BuildRequest(context_dir=build.context_dir, tag=tag, dockerfile=build.dockerfile,
-                               build_args={"BASE": BASE_IMAGE}, labels=dict(labels))
+        request = build.request(tag, BASE_IMAGE, labels)
         retry_store_races(lambda r=request: runtime.build_image(r, on_progress), f"building {tag}")
         images[role] = tag
     return images

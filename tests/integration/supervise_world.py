@@ -5,10 +5,10 @@ label and removed afterwards:
 
 - an *upstream*: Python's http.server on the egress network, answering as
   ``allowed.example.test``, ``rejected.example.test`` and ``b<n>.example.test``;
-- the *guard*, built from ``sidecars/guard/Dockerfile``, reading its policy
+- the *guard*, built from ``sidecars/Dockerfile``, reading its policy
   from the bottle's ``policy/`` directory (a read-only directory mount, as the
   launch plan mounts it) and writing its audit log into ``audit/``;
-- the *supervise* sidecar, built from ``sidecars/supervise/Dockerfile``, with
+- the *supervise* sidecar, built from ``sidecars/Dockerfile``, with
   the bottle's ``proposals/`` mounted writable and ``decisions/`` read-only;
 - an *agent* on the internal network only, with the guard as its proxy.
 
@@ -83,7 +83,6 @@ def build_images(runtime: Any, work: Path, run_id: str, labels: dict[str, str]) 
     """The guard and supervise images from the sidecar build context (wheels cached on the host)."""
     import platformdirs
 
-    from bottle.ports.runtime import BuildRequest
     from bottle.sidecars._wheels import sidecar_build_contexts
 
     builds = sidecar_build_contexts(str(work / "context"), cache_dir=platformdirs.user_cache_dir("bottle"),
@@ -91,8 +90,7 @@ def build_images(runtime: Any, work: Path, run_id: str, labels: dict[str, str]) 
     images = {}
     for build in builds:
         tag = f"localhost/bottle-test-{build.role}:{run_id}"
-        runtime.build_image(BuildRequest(context_dir=build.context_dir, tag=tag, dockerfile=build.dockerfile,
-                                         build_args={"BASE": BASE_IMAGE}, labels=dict(labels)))
+        runtime.build_image(build.request(tag, BASE_IMAGE, labels))
         images[build.role] = tag
     return images
 

@@ -8,7 +8,7 @@ One suite of behaviours (``GateBehaviour``) runs against two worlds:
   from ``gitconfig_rewrites``. Fast; also covers the rarer rules.
 - ``TestGateContainers``: on Docker, rootful Podman and rootless Podman,
   through our ``ContainerRuntime`` adapters. The gate image is built from
-  ``sidecars/git_gate/Dockerfile``; the git host runs as a container on the
+  ``sidecars/Dockerfile``; the git host runs as a container on the
   bottle's egress network answering as ``git.example.test`` with a test CA
   only the gate (and the guard) trust; the agent sits on the internal
   network only, with the guard as its HTTPS proxy — so a push straight to
@@ -633,16 +633,15 @@ def _build_images(runtime: Any, work: Path) -> dict[str, str]:
     """The gate and guard images from the sidecar build context (wheels cached on the host)."""
     import platformdirs
 
-    from bottle.ports.runtime import BuildRequest
     from bottle.sidecars._wheels import sidecar_build_contexts
 
     context = work / "context"
-    builds = sidecar_build_contexts(str(context), cache_dir=platformdirs.user_cache_dir("bottle"), roles=["guard"])
+    builds = sidecar_build_contexts(str(context), cache_dir=platformdirs.user_cache_dir("bottle"), roles=["git-gate", "guard"])
     images = {}
-    for role, dockerfile in (("gate", "lib/bottle/sidecars/git_gate/Dockerfile"), ("guard", builds[0].dockerfile)):
+    for build in builds:
+        role = "gate" if build.role == "git-gate" else build.role
         tag = f"localhost/bottle-test-{role}:{RUN_ID}"
-        runtime.build_image(BuildRequest(context_dir=str(context), tag=tag, dockerfile=dockerfile,
-                                         build_args={"BASE": BASE_IMAGE}, labels=dict(RUN_LABELS)))
+        runtime.build_image(build.request(tag, BASE_IMAGE, RUN_LABELS))
         images[role] = tag
     return images
 

@@ -224,6 +224,14 @@ def test_build_context_holds_wheels_lib_and_dockerfiles_and_caches_downloads(tmp
         dockerfile = (ctx / b.dockerfile).read_text()
         assert dockerfile.startswith("#") and "ARG BASE=" in dockerfile and "FROM ${BASE}" in dockerfile
         assert "--no-index" in dockerfile
+        # Every argument the build passes is one the Dockerfile declares, and
+        # the image runs a module of its own sidecar that is in the context.
+        request = b.request("localhost/t:1", "localhost/base:1", {"io.bottle.test": "1"})
+        assert request.build_args["BASE"] == "localhost/base:1" and request.labels == {"io.bottle.test": "1"}
+        assert all(f"ARG {name}" in dockerfile for name in request.build_args), b.role
+        entry = request.build_args["ENTRY"]
+        assert entry.startswith(f"bottle.sidecars.{b.role.replace('-', '_')}.")
+        assert (ctx / "lib" / Path(*entry.split("."))).with_suffix(".py").is_file(), entry
     wheels = {p.name for p in (ctx / "wheels").iterdir()}
     assert {"pyperclip-1.9.0-py3-none-any.whl", "pip-26.0-py3-none-any.whl", "requirements.txt"} <= wheels
     assert (ctx / "wheels" / "requirements.txt").read_text().splitlines() == list(_wheels.SIDECAR_REQUIREMENTS)
@@ -248,3 +256,12 @@ def test_pip_failure_is_one_clear_error_with_a_hint(tmp_path: Path) -> None:
 def test_unknown_sidecar_role_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no sidecar image named"):
         _wheels.sidecar_build_contexts(str(tmp_path), cache_dir=str(tmp_path), roles=("nope",), run=FakePip())
+
+
+def test_sidecar_entry_runs_only_a_bottle_sidecar_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bottle.sidecars import __main__ as entry
+
+    monkeypatch.setenv(entry.ENTRY_ENV, "os")
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 2 and "must name a bottle.sidecars module" in capsys.readouterr().err
