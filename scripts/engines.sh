@@ -88,6 +88,20 @@ chmod 700 "$run_dir"
 as_user() { runuser -u "$ROOTLESS_USER" -- env XDG_RUNTIME_DIR="$run_dir" HOME="/home/$ROOTLESS_USER" "$@"; }
 sock="$run_dir/podman/podman.sock"
 runuser -u "$ROOTLESS_USER" -- mkdir -p "$run_dir/podman"
+# Rootless Podman falls back to vfs, which copies every layer whole: a
+# container create takes seconds and a sidecar build minutes. Overlay through
+# fuse-overlayfs shares the layers (podman run: ~0.1 s instead of ~0.9 s).
+chmod 666 /dev/fuse
+storage_conf="/home/$ROOTLESS_USER/.config/containers/storage.conf"
+if ! grep -qs fuse-overlayfs "$storage_conf"; then
+    say "rootless podman storage: overlay with fuse-overlayfs (the old store is emptied)"
+    # A store made with another driver cannot be opened with this one.
+    pkill -u "$ROOTLESS_USER" -f "podman system service" 2>/dev/null || true
+    as_user podman system reset --force >/dev/null 2>&1 || true
+    runuser -u "$ROOTLESS_USER" -- mkdir -p "$(dirname "$storage_conf")"
+    printf '[storage]\ndriver = "overlay"\n[storage.options.overlay]\nmount_program = "/usr/bin/fuse-overlayfs"\n' \
+        | runuser -u "$ROOTLESS_USER" -- tee "$storage_conf" >/dev/null
+fi
 if ! curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     say "starting rootless podman service for $ROOTLESS_USER"
     as_user podman system migrate >/dev/null 2>&1 || true

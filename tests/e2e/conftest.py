@@ -64,10 +64,6 @@ STUB_SCRIPT = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: runs the bottle command against a real engine")
-
-
 def _engines_required() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("BOTTLE_REQUIRE_ENGINES") == "1"
 
