@@ -83,6 +83,13 @@ def _engine_findings(engine: EngineObservation, base_image: str) -> list[Finding
     if engine.cgroup_version:
         described += f", cgroup v{engine.cgroup_version}"
     found = [Finding(OK, subject, f"answers ({described})")]
+    if engine.rootless and engine.storage_driver == "vfs":
+        found.append(Finding(
+            WARN, subject, "stores images with vfs, which copies every layer: launches take seconds longer",
+            'as the user, before any image: ~/.config/containers/storage.conf with [storage] driver = "overlay" '
+            'and [storage.options.overlay] mount_program = "/usr/bin/fuse-overlayfs" '
+            "(a vfs store must be emptied first: podman system reset)",
+        ))
     if engine.base_image_present:
         found.append(Finding(OK, subject, f"base image {base_image} present"))
     else:

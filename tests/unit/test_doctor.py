@@ -74,3 +74,15 @@ def test_missing_sidecar_images_suggest_build():
     findings = diagnose([docker(sidecar_images_missing=("guard",))], ROOT, BASE)
     (warn,) = [f for f in findings if f.level == WARN]
     assert "guard" in warn.message and warn.fix == "bottle images build"
+
+
+def test_rootless_podman_on_vfs_is_a_warning_with_the_storage_fix():
+    rootless = docker(runtime="podman", address="unix:///run/user/1000/podman/podman.sock", rootless=True,
+                      storage_driver="vfs")
+    findings = diagnose([rootless], ROOT, BASE)
+    (warned,) = [f for f in findings if f.level == WARN]
+    assert "vfs" in warned.message and "fuse-overlayfs" in warned.fix and "podman system reset" in warned.fix
+    assert exit_code(findings) == 0
+    # overlay rootless, and vfs on a rootful engine (its own choice), say nothing.
+    assert {f.level for f in diagnose([docker(runtime="podman", rootless=True, storage_driver="overlay")], ROOT, BASE)} == {OK}
+    assert {f.level for f in diagnose([docker(storage_driver="vfs")], ROOT, BASE)} == {OK}
