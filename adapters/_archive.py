@@ -18,7 +18,13 @@ def _check_relative(path: str) -> str:
 
 
 def pack(files: Sequence[FileEntry]) -> bytes:
-    """A tar archive holding ``files`` with their content, mode, uid and gid."""
+    """A tar archive holding ``files`` with their content, mode, uid and gid.
+
+    The archive ends right after its two end-of-archive blocks, without the
+    padding to a whole 10 KiB record that tarfile adds: Podman's copier
+    stops reading at the end blocks and exits, so padding still being sent
+    fails the copy now and then with "write |1: broken pipe" (HTTP 500).
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for entry in files:
@@ -32,7 +38,8 @@ def pack(files: Sequence[FileEntry]) -> bytes:
             else:
                 info.size = len(entry.content)
                 archive.addfile(info, io.BytesIO(entry.content))
-    return buffer.getvalue()
+        end = archive.offset + 2 * tarfile.BLOCKSIZE
+    return buffer.getvalue()[:end]
 
 
 def unpack(chunks: Iterable[bytes]) -> list[FileEntry]:

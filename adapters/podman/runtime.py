@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bottle.adapters._archive import pack, unpack
@@ -54,7 +54,17 @@ _STATUSES: dict[str, ContainerStatus] = {
     "dead": "dead",
 }
 
-_LIST_ATTEMPTS = 3
+# Podman 4.3 fails some calls spuriously (see list_images, copy_in); they are retried this often.
+_RETRY_ATTEMPTS = 3
+
+
+def _retry_spurious(send: Callable[[], Any], symptom: str) -> Any:
+    """``send()`` again while the engine answers 500 with ``symptom``; the last response."""
+    for _ in range(_RETRY_ATTEMPTS - 1):
+        response = send()
+        if not (response.status_code == 500 and symptom in response.text):
+            return response
+    return send()
 
 
 def podman_socket_candidates(uid: int, env: Mapping[str, str], rootless: bool | None = None) -> list[str]:
@@ -251,10 +261,7 @@ class PodmanRuntime:
         with self._errors("list images"):
             # Podman 4.3 fails the whole listing with 500 "image not known"
             # when an image is removed while it lists; a new listing is right.
-            for attempt in range(_LIST_ATTEMPTS):
-                response = self._api.get("/images/json", params=_filters(first))
-                if not (response.status_code == 500 and "image not known" in response.text) or attempt == _LIST_ATTEMPTS - 1:
-                    break
+            response = _retry_spurious(lambda: self._api.get("/images/json", params=_filters(first)), "image not known")
             response.raise_for_status()
             found = [_image_info(item) for item in response.json() or []]
         return [image for image in found if all(image.labels.get(key) == value for key, value in labels.items())]
@@ -450,8 +457,14 @@ class PodmanRuntime:
             probe = self._api.head(f"/containers/{name}/archive", params={"path": dest_dir})
             probe.raise_for_status()
             # copyUIDGID=false keeps the archive's owners; Podman's default chowns to the container user.
-            response = self._api.put(
-                f"/containers/{name}/archive", params={"path": dest_dir, "copyUIDGID": False}, data=pack(files), headers={"Content-type": "application/x-tar"}
+            archive = pack(files)
+            # Podman's copier can fail an upload it has fully read with
+            # "broken pipe" (500); writing the same files again is safe.
+            response = _retry_spurious(
+                lambda: self._api.put(
+                    f"/containers/{name}/archive", params={"path": dest_dir, "copyUIDGID": False}, data=archive, headers={"Content-type": "application/x-tar"}
+                ),
+                "broken pipe",
             )
             response.raise_for_status()
 

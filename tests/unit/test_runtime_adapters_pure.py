@@ -107,6 +107,14 @@ def test_pack_then_unpack_keeps_content_mode_and_owner(files):
     assert sorted(unpack([pack(entries)]), key=lambda e: e.path) == sorted(entries, key=lambda e: e.path)
 
 
+def test_a_packed_archive_ends_at_its_end_blocks_without_record_padding():
+    # Podman's copier stops reading at the end blocks; padding after them
+    # makes the upload fail with a broken pipe.
+    data = pack([FileEntry(path="a/b.txt", content=b"x" * 1000, mode=0o600), FileEntry(path="c", content=b"", mode=0o644)])
+    assert len(data) == 512 + 1024 + 512 + 1024
+    assert data.endswith(b"\0" * 1024) and data[-1536:-1024] != b"\0" * 512
+
+
 def test_importing_the_adapters_does_not_import_the_sdks():
     code = (
         "import sys\n"
@@ -115,3 +123,28 @@ def test_importing_the_adapters_does_not_import_the_sdks():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_podman_spurious_failures_are_retried_a_few_times_and_others_are_not():
+    from types import SimpleNamespace
+
+    from bottle.adapters.podman.runtime import _RETRY_ATTEMPTS, _retry_spurious
+
+    def engine(*answers):
+        calls = []
+
+        def send():
+            calls.append(1)
+            return answers[min(len(calls), len(answers)) - 1]
+
+        return send, calls
+
+    broken = SimpleNamespace(status_code=500, text='{"message":"write |1: broken pipe"}')
+    other = SimpleNamespace(status_code=500, text='{"message":"no space left on device"}')
+    ok = SimpleNamespace(status_code=200, text="")
+    send, calls = engine(broken, ok)
+    assert _retry_spurious(send, "broken pipe") is ok and len(calls) == 2
+    send, calls = engine(other)
+    assert _retry_spurious(send, "broken pipe") is other and len(calls) == 1
+    send, calls = engine(broken)
+    assert _retry_spurious(send, "broken pipe") is broken and len(calls) == _RETRY_ATTEMPTS
