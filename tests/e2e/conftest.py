@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -43,7 +43,7 @@ from contract_support import BASE_IMAGE, DockerBackDoor, PodmanBackDoor  # noqa:
 
 from bottle.core import naming  # noqa: E402
 from bottle.ports.errors import RuntimeFailure  # noqa: E402
-from bottle.ports.runtime import BuildRequest, ContainerRuntime, ContainerSpec, NetworkAttachment  # noqa: E402
+from bottle.ports.runtime import BuildRequest, ContainerRuntime, ContainerSpec, NetworkAttachment, NetworkInfo  # noqa: E402
 
 RUN_ID = secrets.token_hex(3)
 RUN_LABEL = "io.bottle.test-run"
@@ -365,20 +365,29 @@ def bottle(engine: Engine) -> Iterator[Bottle]:
 # -- the stub upstream ------------------------------------------------------------------
 
 
-class Stub:
-    """Waits for the bottle's egress network to appear, then joins an ``allowed.test`` server to it."""
+class EgressNeighbour:
+    """A container of the test's that joins the bottle's egress network as soon as it exists.
+
+    Runs in a thread beside ``bottle start``: waits for the network, then
+    ``join`` creates the container, labelled as the bottle's so that its
+    teardown removes it with the network. ``error`` holds what went wrong,
+    for the test to report; ``ready`` is set once ``join`` ended either way.
+    """
+
+    prefix = "neighbour"
+    wait_seconds = 300.0
 
     def __init__(self, engine: Engine, agent: str) -> None:
         self.engine = engine
         self.agent = agent
-        self.name = f"bottle-e2e-stub-{RUN_ID}-{secrets.token_hex(3)}"
-        self.error: BaseException | None = None
+        self.name = f"bottle-e2e-{self.prefix}-{RUN_ID}-{secrets.token_hex(3)}"
         self.identity: str | None = None
-        self.secret_length: int | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Stub:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -388,31 +397,56 @@ class Stub:
 
     def _run(self) -> None:
         try:
-            labels = {naming.LABEL_AGENT: self.agent, naming.LABEL_ROLE: naming.ROLE_EGRESS_NET}
-            deadline = time.monotonic() + 120
-            network = None
-            while network is None and time.monotonic() < deadline and not self._stop.is_set():
-                found = self.engine.adapter.list_networks(labels)
-                network = found[0] if found else None
-                if network is None:
-                    time.sleep(0.05)
-            if network is None:
-                return
-            self.identity = network.labels[naming.LABEL_IDENTITY]
-            # Labelled as the bottle's: its teardown takes the stub with the network.
-            self.engine.adapter.create_container(
-                ContainerSpec(
-                    name=self.name,
-                    image=BASE_IMAGE,
-                    command=("python3", "-c", STUB_SCRIPT),
-                    labels={RUN_LABEL: RUN_ID, naming.LABEL_IDENTITY: self.identity, naming.LABEL_AGENT: self.agent},
-                    networks=(NetworkAttachment(network.name, ("allowed.test",)),),
-                )
-            )
-            self.engine.adapter.start_container(self.name)
-            self._check_the_proxy_holds_the_secret()
+            network = self._await_network()
+            if network is not None:
+                self.identity = network.labels[naming.LABEL_IDENTITY]
+                self.join(network)
         except BaseException as exc:  # reported by the test
             self.error = exc
+        finally:
+            self.ready.set()
+
+    def _await_network(self) -> NetworkInfo | None:
+        labels = {naming.LABEL_AGENT: self.agent, naming.LABEL_ROLE: naming.ROLE_EGRESS_NET}
+        deadline = time.monotonic() + self.wait_seconds
+        while not self._stop.is_set():
+            found = self.engine.adapter.list_networks(labels)
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError("the bottle's egress network never appeared")
+            time.sleep(0.05)
+        return None  # the test ended first
+
+    def labels(self) -> dict[str, str]:
+        return {RUN_LABEL: RUN_ID, naming.LABEL_IDENTITY: self.identity or "", naming.LABEL_AGENT: self.agent}
+
+    def join(self, network: NetworkInfo) -> None:
+        raise NotImplementedError
+
+
+class Stub(EgressNeighbour):
+    """An ``allowed.test`` server on the bottle's egress network."""
+
+    prefix = "stub"
+    wait_seconds = 120.0
+
+    def __init__(self, engine: Engine, agent: str) -> None:
+        super().__init__(engine, agent)
+        self.secret_length: int | None = None
+
+    def join(self, network: NetworkInfo) -> None:
+        self.engine.adapter.create_container(
+            ContainerSpec(
+                name=self.name,
+                image=BASE_IMAGE,
+                command=("python3", "-c", STUB_SCRIPT),
+                labels=self.labels(),
+                networks=(NetworkAttachment(network.name, ("allowed.test",)),),
+            )
+        )
+        self.engine.adapter.start_container(self.name)
+        self._check_the_proxy_holds_the_secret()
 
     def _check_the_proxy_holds_the_secret(self) -> None:
         """The brokered secret is in the bottle (in the egress proxy), just not in the agent."""

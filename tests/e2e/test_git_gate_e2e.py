@@ -27,19 +27,17 @@ import secrets
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GENERIC_IMAGE, RUN_ID, RUN_LABEL, SIDECAR_VERSION, Bottle, Engine
+from conftest import GENERIC_IMAGE, SIDECAR_VERSION, Bottle, EgressNeighbour, Engine
 
 from bottle.core import naming
 from bottle.core.images import sidecar_image_tag
-from bottle.ports.errors import RuntimeFailure
-from bottle.ports.runtime import ContainerSpec, FileEntry, NetworkAttachment
+from bottle.ports.runtime import ContainerSpec, FileEntry, NetworkAttachment, NetworkInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
@@ -90,69 +88,41 @@ def url(repo: str) -> str:
     return f"https://{HOST}/org/{repo}.git"
 
 
-class GitHost:
-    """Joins a git host answering as ``git.example.test`` to the bottle's egress network once it exists."""
+class GitHost(EgressNeighbour):
+    """A git host answering as ``git.example.test`` on the bottle's egress network."""
+
+    prefix = "githost"
+    wait_seconds = 180.0
 
     def __init__(self, engine: Engine, agent: str, token: str, cert: bytes, key: bytes) -> None:
-        self.engine = engine
-        self.agent = agent
+        super().__init__(engine, agent)
         self.token = token
         self.files = {"upstream.py": Path(git_gate_upstream.__file__).read_bytes(), "cert.pem": cert,
                       "key.pem": key, "seed.sh": SEED.encode(), "commit.sh": COMMIT.encode()}
-        self.name = f"bottle-e2e-githost-{RUN_ID}-{secrets.token_hex(3)}"
-        self.identity: str | None = None
-        self.error: BaseException | None = None
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> GitHost:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            rt = self.engine.adapter
-            labels = {naming.LABEL_AGENT: self.agent, naming.LABEL_ROLE: naming.ROLE_EGRESS_NET}
-            deadline = time.monotonic() + 180
-            network = None
-            while network is None and time.monotonic() < deadline and not self._stop.is_set():
-                found = rt.list_networks(labels)
-                network = found[0] if found else None
-                if network is None:
-                    time.sleep(0.05)
-            if network is None:
-                raise AssertionError("the bottle's egress network never appeared")
-            self.identity = network.labels[naming.LABEL_IDENTITY]
-            # Labelled as the bottle's: its teardown removes the host with the network.
-            rt.create_container(ContainerSpec(
-                name=self.name,
-                image=sidecar_image_tag(naming.ROLE_GIT_GATE, SIDECAR_VERSION),
-                entrypoint=("python3",),
-                command=(f"{SETUP}/upstream.py",),
-                env={"UPSTREAM_ROOT": "/srv/upstream", "UPSTREAM_PORT": "443", "UPSTREAM_CERT": f"{SETUP}/cert.pem",
-                     "UPSTREAM_KEY": f"{SETUP}/key.pem", "UPSTREAM_USER": USER, "UPSTREAM_PASSWORD": self.token,
-                     "UPSTREAM_LOG": f"{SETUP}/requests.jsonl"},
-                labels={RUN_LABEL: RUN_ID, naming.LABEL_IDENTITY: self.identity, naming.LABEL_AGENT: self.agent},
-                networks=(NetworkAttachment(network.name, (HOST,)),),
-            ))
-            rt.copy_in(self.name, "/tmp", [FileEntry("git-host", is_dir=True, mode=0o755)]
-                       + [FileEntry(f"git-host/{k}", v, 0o644) for k, v in self.files.items()])
-            rt.start_container(self.name)
-            self.exec_ok(["sh", f"{SETUP}/seed.sh", "/srv/upstream", "repo", "fixtures"])
-            probe = "import socket; socket.create_connection(('127.0.0.1', 443), 2)"
-            while self.exec(["python3", "-c", probe])[0] != 0:
-                if time.monotonic() > deadline:
-                    raise AssertionError("the git host never listened")
-                time.sleep(0.1)
-            self.ready.set()
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-            self.ready.set()
+    def join(self, network: NetworkInfo) -> None:
+        rt = self.engine.adapter
+        rt.create_container(ContainerSpec(
+            name=self.name,
+            image=sidecar_image_tag(naming.ROLE_GIT_GATE, SIDECAR_VERSION),
+            entrypoint=("python3",),
+            command=(f"{SETUP}/upstream.py",),
+            env={"UPSTREAM_ROOT": "/srv/upstream", "UPSTREAM_PORT": "443", "UPSTREAM_CERT": f"{SETUP}/cert.pem",
+                 "UPSTREAM_KEY": f"{SETUP}/key.pem", "UPSTREAM_USER": USER, "UPSTREAM_PASSWORD": self.token,
+                 "UPSTREAM_LOG": f"{SETUP}/requests.jsonl"},
+            labels=self.labels(),
+            networks=(NetworkAttachment(network.name, (HOST,)),),
+        ))
+        rt.copy_in(self.name, "/tmp", [FileEntry("git-host", is_dir=True, mode=0o755)]
+                   + [FileEntry(f"git-host/{k}", v, 0o644) for k, v in self.files.items()])
+        rt.start_container(self.name)
+        self.exec_ok(["sh", f"{SETUP}/seed.sh", "/srv/upstream", "repo", "fixtures"])
+        probe = "import socket; socket.create_connection(('127.0.0.1', 443), 2)"
+        deadline = time.monotonic() + 60
+        while self.exec(["python3", "-c", probe])[0] != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("the git host never listened")
+            time.sleep(0.1)
 
     def exec(self, argv: list[str]) -> tuple[int, str]:
         r = self.engine.adapter.exec(self.name, argv)

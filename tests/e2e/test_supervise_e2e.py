@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shlex
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_IMAGE, GENERIC_IMAGE, RUN_ID, RUN_LABEL, STUB_BODY, STUB_PORT, STUB_SCRIPT, Bottle, Engine, agent_manifest
+from conftest import BASE_IMAGE, GENERIC_IMAGE, STUB_BODY, STUB_PORT, STUB_SCRIPT, Bottle, EgressNeighbour, Engine, agent_manifest
 
 from bottle.core import naming
-from bottle.ports.runtime import ContainerSpec, NetworkAttachment
+from bottle.ports.runtime import ContainerSpec, NetworkAttachment, NetworkInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -71,52 +69,20 @@ def get(host: str, attempts: int = 1) -> str:
     )
 
 
-class Upstream:
-    """Joins a stub answering as ``wanted.test`` and ``other.test`` to the bottle's egress network once it exists."""
+class Upstream(EgressNeighbour):
+    """A stub answering as ``wanted.test`` and ``other.test`` on the bottle's egress network."""
 
-    def __init__(self, engine: Engine, agent: str) -> None:
-        self.engine = engine
-        self.agent = agent
-        self.name = f"bottle-e2e-upstream-{RUN_ID}-{secrets.token_hex(3)}"
-        self.error: BaseException | None = None
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    prefix = "upstream"
 
-    def __enter__(self) -> Upstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            labels = {naming.LABEL_AGENT: self.agent, naming.LABEL_ROLE: naming.ROLE_EGRESS_NET}
-            deadline = time.monotonic() + 300
-            network = None
-            while network is None and time.monotonic() < deadline and not self._stop.is_set():
-                found = self.engine.adapter.list_networks(labels)
-                network = found[0] if found else None
-                if network is None:
-                    time.sleep(0.05)
-            if network is None:
-                raise AssertionError("the bottle's egress network never appeared")
-            identity = network.labels[naming.LABEL_IDENTITY]
-            # Labelled as the bottle's: its teardown removes the stub with the network.
-            self.engine.adapter.create_container(ContainerSpec(
-                name=self.name,
-                image=BASE_IMAGE,
-                command=("python3", "-c", STUB_SCRIPT),
-                labels={RUN_LABEL: RUN_ID, naming.LABEL_IDENTITY: identity, naming.LABEL_AGENT: self.agent},
-                networks=(NetworkAttachment(network.name, (WANTED, OTHER)),),
-            ))
-            self.engine.adapter.start_container(self.name)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-        finally:
-            self.ready.set()
+    def join(self, network: NetworkInfo) -> None:
+        self.engine.adapter.create_container(ContainerSpec(
+            name=self.name,
+            image=BASE_IMAGE,
+            command=("python3", "-c", STUB_SCRIPT),
+            labels=self.labels(),
+            networks=(NetworkAttachment(network.name, (WANTED, OTHER)),),
+        ))
+        self.engine.adapter.start_container(self.name)
 
 
 def wait_for_agent(engine: Engine, agent: str, proc: subprocess.Popen[str], timeout: float = 300) -> str:
