@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bottle.adapters._archive import pack, unpack
-from bottle.adapters._errors_common import tail
+from bottle.adapters._build import follow_build
 from bottle.adapters.docker.errors import map_docker_errors
 from bottle.adapters._removal import remove_labelled_through
-from bottle.ports.errors import BuildFailed, EngineError, NotFound
+from bottle.ports.errors import EngineError, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
     ContainerInfo,
@@ -99,7 +99,6 @@ class DockerRuntime:
     # -- images -----------------------------------------------------------
     def build_image(self, request: BuildRequest, on_progress: ProgressCallback | None = None) -> ImageInfo:
         action = f"build image {request.tag}"
-        lines: list[str] = []
         with self._errors(action):
             stream = self._api.build(
                 path=request.context_dir,
@@ -112,24 +111,7 @@ class DockerRuntime:
                 forcerm=True,
                 decode=True,
             )
-            for chunk in stream:
-                if "error" in chunk:
-                    message = str(chunk.get("error", "")).strip()
-                    lines.extend(message.splitlines())
-                    raise BuildFailed(
-                        f"{action} failed: {message.splitlines()[-1] if message else 'unknown error'}",
-                        hint="read the build output; fix the failing step of the Dockerfile",
-                        engine_message=message,
-                        log_tail=tail(lines),
-                    )
-                text = chunk.get("stream")
-                if not isinstance(text, str):
-                    continue
-                for line in text.splitlines():
-                    if line.strip():
-                        lines.append(line)
-                        if on_progress is not None:
-                            on_progress(_progress(line))
+            follow_build(stream, action, on_progress, _progress)
         return self.inspect_image(request.tag)
 
     def import_image(self, tarball: str, tag: str, on_progress: ProgressCallback | None = None) -> ImageInfo:

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bottle.adapters._archive import pack, unpack
-from bottle.adapters._errors_common import tail
+from bottle.adapters._build import follow_build
 from bottle.adapters.podman.errors import map_podman_errors
 from bottle.adapters.podman.specgen import container_specgen
 from bottle.adapters.podman.streams import demux, join_frames
 from bottle.adapters._removal import remove_labelled_through
-from bottle.ports.errors import BuildFailed, EngineError, NotFound
+from bottle.ports.errors import EngineError, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
     ContainerInfo,
@@ -183,7 +183,6 @@ class PodmanRuntime:
         }
         if request.network_mode:
             params["networkmode"] = request.network_mode
-        lines: list[str] = []
         with self._errors(action):
             context = podman_api.create_tar(
                 anchor=request.context_dir, exclude=podman_api.prepare_containerignore(request.context_dir)
@@ -193,27 +192,7 @@ class PodmanRuntime:
                     "/build", params=params, data=context, headers={"Content-type": "application/x-tar"}, stream=True
                 )
                 response.raise_for_status()
-                for raw in response.iter_lines():
-                    if not raw:
-                        continue
-                    chunk = json.loads(raw)
-                    if "error" in chunk:
-                        message = str(chunk.get("error", "")).strip()
-                        lines.extend(message.splitlines())
-                        raise BuildFailed(
-                            f"{action} failed: {message.splitlines()[-1] if message else 'unknown error'}",
-                            hint="read the build output; fix the failing step of the Dockerfile",
-                            engine_message=message,
-                            log_tail=tail(lines),
-                        )
-                    text = chunk.get("stream")
-                    if not isinstance(text, str):
-                        continue
-                    for line in text.splitlines():
-                        if line.strip():
-                            lines.append(line)
-                            if on_progress is not None:
-                                on_progress(_progress(line))
+                follow_build((json.loads(raw) for raw in response.iter_lines() if raw), action, on_progress, _progress)
             finally:
                 context.close()
         return self.inspect_image(request.tag)
