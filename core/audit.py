@@ -2,7 +2,7 @@
 
 Every decision the guard or the egress proxy takes (a connection, a request,
 a streamed body) becomes one ``AuditRecord``, written as one line of
-``audit/<role>.jsonl`` in the bottle's state. A record holds the request's
+``audit/<role>/<role>.jsonl`` in the bottle's state. A record holds the request's
 method, host and path with every secret the scanner recognises replaced by
 ``[REDACTED:<kind>]``, the verdict, the rule, and secret-free descriptions of
 what was found.

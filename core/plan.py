@@ -27,8 +27,8 @@ from bottle.core.manifest import Agent, Manifest, Route, parse_memory
 from bottle.core.manifest_load import ANTHROPIC_HOST
 from bottle.core.proposals import DECISIONS_DIR, FILINGS_DIR
 from bottle.core.state import (
-    AUDIT_DIR,
     DOCKERFILE,
+    audit_dir,
     ca_cert_path,
     ca_key_path,
     per_bottle_image_tag,
@@ -383,6 +383,17 @@ class LaunchPlan(msgspec.Struct, frozen=True):
         """The container in ``role``, or ``None`` when this bottle has none."""
         return next((c for c in self.containers if c.role == role), None)
 
+    def audit_dirs(self) -> tuple[str, ...]:
+        """State paths of the audit directories the sidecars mount, one per role (``audit/<role>``).
+
+        They must exist, owned by the user the sidecars write as, before a
+        container starts: an engine would create a missing one as root, or
+        refuse to start.
+        """
+        return tuple(
+            audit_dir(c.role) for c in self.containers if any(m.target == SIDECAR_AUDIT_DIR for m in c.mounts)
+        )
+
 
 # -- the function -----------------------------------------------------------
 
@@ -569,8 +580,12 @@ def plan_launch(
     claude_route = next((r for r in table.routes if r.host == ANTHROPIC_HOST), None)
 
     # -- containers
-    # Each sidecar writes audit/<role>.jsonl in the shared audit directory.
-    audit_mount = MountPlan(state(AUDIT_DIR), SIDECAR_AUDIT_DIR, False)
+    # Each sidecar writes audit/<role>/<role>.jsonl in a directory of its own:
+    # none may write another's log (the host trusts the guard's), nor the
+    # host's own log at the top of audit/.
+    def audit_mount(role: str) -> MountPlan:
+        return MountPlan(state(audit_dir(role)), SIDECAR_AUDIT_DIR, False)
+
     policy_mount = MountPlan(state(POLICY_STATE_DIR), SIDECAR_POLICY_DIR, True)
 
     def ca_mounts(role: str) -> list[MountPlan]:
@@ -667,7 +682,7 @@ def plan_launch(
         EnvVar(f"{routing.TOKEN_SLOT_PREFIX}{len(route_slots) + i}", "secret", token_ref=ref)
         for i, ref in enumerate(guard_only)
     ]
-    guard_mounts = ca_mounts(naming.ROLE_GUARD) + [policy_mount, audit_mount]
+    guard_mounts = ca_mounts(naming.ROLE_GUARD) + [policy_mount, audit_mount(naming.ROLE_GUARD)]
     extra_ca = None
     if bottle.egress.extra_ca_file is not None:
         extra_ca = _expand_home(agent.resolve_path(bottle.egress.extra_ca_file), request.home)
@@ -716,7 +731,7 @@ def plan_launch(
                     + [
                         MountPlan(state(ca_cert_path(naming.ROLE_GUARD)), SIDECAR_UPSTREAM_CA, True),
                         policy_mount,
-                        audit_mount,
+                        audit_mount(naming.ROLE_EGRESS_PROXY),
                     ]
                 ),
             )
@@ -729,7 +744,7 @@ def plan_launch(
         gate_env = common_env(naming.ROLE_GIT_GATE) + [
             EnvVar(gitgate.CONFIG_ENV, "bottle", gitgate.encode_gate_config(gate_remotes(git_remotes))),
         ]
-        gate_mounts = [audit_mount]
+        gate_mounts = [audit_mount(naming.ROLE_GIT_GATE)]
         if extra_ca is not None:
             gate_mounts.append(MountPlan(extra_ca, SIDECAR_EXTRA_CA, True))
             gate_env.append(EnvVar("BOTTLE_EXTRA_CA_FILE", "bottle", SIDECAR_EXTRA_CA))

@@ -7,7 +7,8 @@ One directory per identity (the ``StateStore`` port decides where) holds:
     Dockerfile           the per-bottle Dockerfile written by an approved change
     transcript/          snapshot of the agent's transcript, restored on resume
     proposals/           the supervise proposal queue
-    audit/<role>.jsonl   audit log of a sidecar (guard, egress proxy, git gate)
+    audit/supervise.jsonl  the host's own log of supervise decisions
+    audit/<role>/<role>.jsonl  audit log of a sidecar (guard, egress proxy, git gate)
     ca/<role>.key|.crt   the bottle's CA material; keys are secret (0600)
 
 Lifecycle: state is removed when a session ends, unless ``.preserve`` exists
@@ -61,9 +62,24 @@ def ca_cert_path(role: str) -> str:
     return _role_file(CA_DIR, role, ".crt")
 
 
+def audit_dir(role: str) -> str:
+    """``audit/<role>``: the audit directory of the sidecar in ``role``, mounted into it alone.
+
+    Each sidecar gets a directory of its own, so none can write (or forge
+    lines in) another's log, nor the host's ``HOST_AUDIT_LOG``: the host
+    trusts the guard's ``policy-loaded`` and ``grant-used`` lines.
+    """
+    return _role_file(AUDIT_DIR, role, "")
+
+
 def audit_log_path(role: str) -> str:
-    """``audit/<role>.jsonl``: one JSON line per decision of the sidecar in ``role``."""
-    return _role_file(AUDIT_DIR, role, ".jsonl")
+    """``audit/<role>/<role>.jsonl``: one JSON line per decision of the sidecar in ``role``."""
+    return f"{audit_dir(role)}/{role}.jsonl"
+
+
+# The host's own log of supervise decisions. At the top of audit/, which no
+# container mounts: only per-role directories below it are mounted.
+HOST_AUDIT_LOG = f"{AUDIT_DIR}/supervise.jsonl"
 
 
 def is_secret_path(relpath: str) -> bool:

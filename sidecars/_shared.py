@@ -12,14 +12,19 @@ Container contract (both sidecars; the launch plan sets these):
                                       host is seen (a bind-mounted file keeps
                                       the old inode forever)
     /etc/bottle/ca/<role>.key|.crt    this sidecar's CA
-    /var/log/bottle/<role>.jsonl      the audit log (BOTTLE_AUDIT_LOG)
+    /var/log/bottle/<role>.jsonl      the audit log (BOTTLE_AUDIT_LOG); the
+                                      directory is this role's own
+                                      (audit/<role>/ in the state), which no
+                                      other container mounts
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -85,7 +90,10 @@ class AuditLog:
     """Appends audit lines to a file (one ``write`` per line, ``O_APPEND``) or to stdout.
 
     ``write`` returns False when the line could not be written, so the
-    caller can fail closed.
+    caller can fail closed. Opening refuses anything but a regular file
+    (``OSError``): a FIFO there would block the sidecar. A log that ends in
+    the middle of a line (a write cut short) gets its line ended first, so
+    the next line is not glued to the broken one and stays readable.
     """
 
     def __init__(self, path: str | None) -> None:
@@ -96,7 +104,19 @@ class AuditLog:
             directory = os.path.dirname(self.path)
             if directory:
                 os.makedirs(directory, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o640)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file", self.path)
+                os.set_blocking(fd, True)
+                if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                    os.write(fd, b"\n")
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
 
     def write(self, line: bytes) -> bool:
         with self._lock:

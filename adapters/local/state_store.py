@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
 import tempfile
 
 from bottle.core.identity import InvalidIdentity, is_identity
+from bottle.core.state import StateCorrupt
 
 _TMP_PREFIX = ".bottle-tmp-"
 DIR_MODE = 0o700
 FILE_MODE = 0o644
 SECRET_MODE = 0o600
+
+
+class UnsafeStateFile(StateCorrupt, ValueError):
+    """A state path leads through a symlink, or names something other than a regular file.
+
+    Sidecars and the agent can write parts of a bottle's state; a FIFO there
+    would hang the host reading it, a symlink would lead it elsewhere.
+    """
+
+
+_UNSAFE_HINT = (
+    "something in the bottle put it there; stop the bottle and remove it, or remove the bottle's state "
+    "with `bottle cleanup`"
+)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def default_state_root() -> str:
@@ -44,8 +72,10 @@ class LocalStateStore:
     Writes go to a temporary file in the target's directory, are fsynced and
     renamed over the target, so readers never see a partial file. Directories
     are 0700; files 0644, or 0600 with ``secret=True``, whatever the umask.
-    Paths that lead through a symlink are refused: a sidecar that can write
-    into a state directory must not make the host read or write elsewhere.
+    Paths that lead through a symlink are refused, and ``read`` reads only
+    regular files (``UnsafeStateFile``): a sidecar or the agent that can
+    write into a state directory must not make the host read or write
+    elsewhere, nor hang it on a FIFO.
     """
 
     def __init__(self, root: str | None = None) -> None:
@@ -74,7 +104,7 @@ class LocalStateStore:
             except FileNotFoundError:
                 return
             if stat.S_ISLNK(st.st_mode):
-                raise ValueError(f"refusing to follow a symlink in bottle state: {current}")
+                raise UnsafeStateFile(f"refusing to follow a symlink in bottle state: {current}", hint=_UNSAFE_HINT)
 
     def _make_dirs(self, path: str) -> None:
         """Create ``path`` and missing parents with mode 0700."""
@@ -93,12 +123,30 @@ class LocalStateStore:
 
     # -- StateStore -----------------------------------------------------
     def read(self, identity: str, relpath: str) -> bytes | None:
+        """The file's bytes; ``None`` if missing; ``UnsafeStateFile`` unless it is a regular file.
+
+        Opened without following a final symlink and without blocking (a
+        FIFO would otherwise wait for a writer forever), then checked with
+        ``fstat`` on the open descriptor, so a swap after the check is moot.
+        """
         path = self._path(identity, relpath)
         self._refuse_symlinks(identity, path)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeStateFile(f"refusing to follow a symlink in bottle state: {path}", hint=_UNSAFE_HINT) from None
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise UnsafeStateFile(f"refusing to read {path}: it is {_kind(mode)}, not a regular file", hint=_UNSAFE_HINT)
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
 
@@ -119,8 +167,8 @@ class LocalStateStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        # the rename itself must survive a crash too
-        dir_fd = os.open(directory, os.O_RDONLY)
+        # the rename itself must survive a crash too (O_DIRECTORY: never a FIFO's open)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
         finally:

@@ -33,6 +33,9 @@ where every request passes and the clock is at hand, so a grant ends even
 if no host process is left to withdraw it: a ``duration`` grant stops at its
 ``expires_at``; a ``single-use`` grant is spent by the first request it
 admits (audited as ``grant-used``; the host drops it from the file later).
+At start the guard reads the ``grant-used`` lines of its own audit log back,
+so a grant spent before a restart stays spent; a log it cannot read back
+denies everything.
 """
 
 from __future__ import annotations
@@ -83,12 +86,12 @@ from bottle.core.secretscan import Finding, SecretScanner, StreamScan
 from bottle.sidecars._mitm import abort_upstream, deny_response, now, request_headers
 from bottle.sidecars._shared import DEFAULT_POLICY_FILE, AuditLog, WatchedFile, load_tokens
 from bottle.sidecars.guard.bodies import content_codings, decode_body
+from bottle.sidecars.guard.spent import RULE_GRANT_USED, read_spent_grants
 
 DEFAULT_BODY_BUFFER = 1 << 20
 # How often the policy and grants files are checked without a request.
 POLICY_POLL_SECONDS = 0.1
 RULE_POLICY_LOADED = "policy-loaded"
-RULE_GRANT_USED = "grant-used"
 RULE_GRANT_EXPIRED = "grant-expired"
 # A decoded (decompressed) buffered body may grow this much before it is refused.
 DECODE_FACTOR = 8
@@ -174,11 +177,20 @@ class GuardAddon:
         if "bottle_audit_log" in updated or self._audit is None:
             if self._audit is not None:
                 self._audit.close()
-            try:
-                self._audit = AuditLog(ctx.options.bottle_audit_log or None)
-            except OSError as exc:
                 self._audit = None
-                errors.append(f"cannot open the audit log {ctx.options.bottle_audit_log}: {exc.strerror or exc}")
+            path = ctx.options.bottle_audit_log
+            try:
+                # Spent single-use grants stay spent across a restart. Read
+                # before opening for append: a FIFO there must not block the start.
+                self._used |= read_spent_grants(path) if path else set()
+            except (OSError, ValueError) as exc:
+                why = exc.strerror or exc if isinstance(exc, OSError) else exc
+                errors.append(f"cannot read the spent grants back from the audit log {path}: {why}")
+            else:
+                try:
+                    self._audit = AuditLog(path or None)
+                except OSError as exc:
+                    errors.append(f"cannot open the audit log {path}: {exc.strerror or exc}")
         self._setup_error = "; ".join(errors) or None
         if errors:
             print(f"bottle guard: denying everything: {self._setup_error}", file=sys.stderr)

@@ -37,6 +37,7 @@ from conftest import GENERIC_IMAGE, SIDECAR_VERSION, Bottle, EgressNeighbour, En
 
 from bottle.core import naming
 from bottle.core.images import sidecar_image_tag
+from bottle.core.state import audit_log_path
 from bottle.ports.runtime import ContainerSpec, FileEntry, NetworkAttachment, NetworkInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
@@ -260,7 +261,7 @@ def checks(engine: Engine, host: GitHost, agent: str, identity: str, state: Path
     assert rc != 0 and "403" in out, out
     assert host.rev("repo", "direct") == ""
     assert len(host.requests()) == seen, "nothing reached the host"
-    guard = jsonl(state / "audit" / "guard.jsonl")
+    guard = jsonl(state / audit_log_path(naming.ROLE_GUARD))
     assert any(line["verdict"] == "deny" and line["rule"] == "git-push" and line["host"] == HOST for line in guard)
 
     # -- the host saw the real credential, from the gate; the agent never held it
@@ -283,7 +284,7 @@ def checks(engine: Engine, host: GitHost, agent: str, identity: str, state: Path
     assert root.exit_code in (1, 2) and root.stdout == b"", root
 
     # -- every push and its verdict is in the bottle's audit log, on the host, without secrets
-    audit_file = state / "audit" / "git-gate.jsonl"
+    audit_file = state / audit_log_path(naming.ROLE_GIT_GATE)
     lines = jsonl(audit_file)
     pushes_audited = [line for line in lines if line["event"] == "push"]
     rules = {(line["route"], line["verdict"], line["rule"]) for line in pushes_audited}

@@ -7,7 +7,7 @@ label and removed afterwards:
   ``allowed.example.test``, ``rejected.example.test`` and ``b<n>.example.test``;
 - the *guard*, built from ``sidecars/Dockerfile``, reading its policy
   from the bottle's ``policy/`` directory (a read-only directory mount, as the
-  launch plan mounts it) and writing its audit log into ``audit/``;
+  launch plan mounts it) and writing its audit log into ``audit/guard/``;
 - the *supervise* sidecar, built from ``sidecars/Dockerfile``, with
   the bottle's ``proposals/`` mounted writable and ``decisions/`` read-only;
 - an *agent* on the internal network only, with the guard as its proxy.
@@ -30,6 +30,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from bottle.core.state import audit_dir, audit_log_path
 
 BASE_IMAGE = os.environ.get("BOTTLE_BASE_IMAGE", "localhost/bottle-base:bookworm")
 IDENTITY = "itest-sup01"
@@ -116,7 +118,7 @@ class SupervisedBottle:
         # Nothing allowed yet; the upstream is on a private network the policy names.
         store.write(IDENTITY, POLICY_FILE, encode_policy(
             policy_document([], allow_private=PRIVATE_NETS, identity=IDENTITY, agent="itest")))
-        store.write(IDENTITY, "audit/.keep", b"")
+        store.write(IDENTITY, f"{audit_dir('guard')}/.keep", b"")
         sidecar_user = None if rootless else "1000:1000"
         prepare_queue_dirs(store, IDENTITY, sidecar_user)
         if rootless:
@@ -150,7 +152,7 @@ class SupervisedBottle:
             name=self.names["guard"], image=images["guard"], labels=dict(labels),
             env={"BOTTLE_IDENTITY": IDENTITY, "BOTTLE_ROLE": "guard", "BOTTLE_CA_KEY": "/tmp/bottle-test/guard.key",
                  "BOTTLE_CA_CERT": "/tmp/bottle-test/guard.crt"},
-            mounts=(Mount(state("policy"), "/etc/bottle/policy", True), Mount(state("audit"), "/var/log/bottle", False)),
+            mounts=(Mount(state("policy"), "/etc/bottle/policy", True), Mount(state(audit_dir("guard")), "/var/log/bottle", False)),
             networks=(NetworkAttachment(internal, ("guard",)), NetworkAttachment(egress)),
         ), [FileEntry("bottle-test/guard.crt", ca.cert_pem, 0o644), FileEntry("bottle-test/guard.key", ca.key_pem, 0o600)])
         start(ContainerSpec(
@@ -172,8 +174,8 @@ class SupervisedBottle:
         for peer in ("guard", "supervise"):
             wait_for(lambda p=peer: self.exec("agent", ["python3", "-c", PROBE, p, "8080"])[0] == 0,
                      f"the agent to reach {peer}", 90)
-        wait_for(lambda: b"policy-loaded" in (Path(state("audit/guard.jsonl")).read_bytes()
-                                              if Path(state("audit/guard.jsonl")).exists() else b""),
+        guard_log = Path(state(audit_log_path("guard")))
+        wait_for(lambda: b"policy-loaded" in (guard_log.read_bytes() if guard_log.exists() else b""),
                  "the guard to load its policy", 60)
         rc, out = self.exec("agent", ["python3", "-c",
                                       "import urllib.request as u; open('/tmp/propose','wb').write("
@@ -221,7 +223,7 @@ class SupervisedBottle:
         return str(json.loads(out)["status"])
 
     def guard_audit(self) -> list[dict[str, Any]]:
-        path = Path(self.store.host_path(IDENTITY, "audit/guard.jsonl"))
+        path = Path(self.store.host_path(IDENTITY, audit_log_path("guard")))
         return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
     def close(self) -> None:

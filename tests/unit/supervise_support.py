@@ -10,6 +10,7 @@ from pathlib import Path
 from bottle.adapters.local import LocalStateStore
 from bottle.adapters.local.proposal_desk import GRANTS_PATH, POLICY_FILE
 from bottle.core import proposals as P
+from bottle.core.state import audit_log_path
 
 
 class FakeGuard:
@@ -18,7 +19,7 @@ class FakeGuard:
     def __init__(self, store: LocalStateStore, identity: str) -> None:
         self.policy = Path(store.host_path(identity, POLICY_FILE))
         self.grants = Path(store.host_path(identity, GRANTS_PATH))
-        self.log = Path(store.host_path(identity, "audit/guard.jsonl"))
+        self.log = Path(store.host_path(identity, audit_log_path("guard")))
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -25,7 +25,8 @@ from bottle.adapters.local import secret_source as secret_source_module
 from bottle.adapters.local import state_store as state_store_module
 from bottle.core.identity import InvalidIdentity
 from bottle.core.state import ca_key_path, is_secret_path
-from bottle.ports import Clock, InputError, Randomness, SecretSource, StateStore
+from bottle.adapters.local import UnsafeStateFile
+from bottle.ports import BottleError, Clock, InputError, Randomness, SecretSource, StateStore
 
 ID = "implementer-k3x9q"
 
@@ -160,6 +161,38 @@ def test_symlinks_inside_state_are_not_followed(store: LocalStateStore, tmp_path
     assert not (outside / "new").exists()
     store.remove_bottle(ID)
     assert (outside / "id_rsa").read_bytes() == b"PRIVATE"
+
+
+def test_a_fifo_in_state_is_refused_not_waited_on(store: LocalStateStore) -> None:
+    # The agent owns its home under state: it can plant a FIFO where the host reads a file.
+    store.write(ID, "home/.gitconfig", b"[user]\n")
+    fifo = store.host_path(ID, "home/.claude.json")
+    os.mkfifo(fifo)
+    outcome: list[BaseException | bytes | None] = []
+
+    def read() -> None:
+        try:
+            outcome.append(store.read(ID, "home/.claude.json"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert outcome, "reading a FIFO in the state hung"
+    (error,) = outcome
+    assert isinstance(error, UnsafeStateFile) and isinstance(error, BottleError) and isinstance(error, ValueError)
+    assert "FIFO" in error.message and fifo in error.message and error.hint
+    assert store.read(ID, "home/.gitconfig") == b"[user]\n"
+    # Writing replaces the FIFO with a regular file, which then reads back.
+    store.write(ID, "home/.claude.json", b"{}")
+    assert stat.S_ISREG(os.lstat(fifo).st_mode) and store.read(ID, "home/.claude.json") == b"{}"
+
+
+def test_only_regular_files_are_read(store: LocalStateStore) -> None:
+    store.write(ID, "transcript/a", b"x")
+    with pytest.raises(UnsafeStateFile, match="a directory"):
+        store.read(ID, "transcript")
 
 
 def test_exists_delete_and_list_dir(store: LocalStateStore) -> None:

@@ -271,7 +271,7 @@ def test_the_gate_gets_its_remotes_audit_and_health_check() -> None:
     # the remote list names the credential's variable, never its value or reference
     assert "GITHUB_TOKEN" not in env(plan, "git-gate")["BOTTLE_GIT_REMOTES"].value.replace("BOTTLE_GIT_TOKEN", "")
     assert gate.health_path == "/healthz"
-    assert any(m.source == f"{STATE}/audit" and m.target == "/var/log/bottle" and not m.read_only
+    assert any(m.source == f"{STATE}/audit/git-gate" and m.target == "/var/log/bottle" and not m.read_only
                for m in gate.mounts)
     # the agent's git and the plan agree on where the gate is
     assert f'[url "{plan.git_remotes[0].gate_url}"]' in gitconfig_rewrites(config.remotes, "git-gate", 8080)
@@ -513,6 +513,39 @@ def test_guard_and_egress_proxy_read_the_policy_directory() -> None:
         c = plan.container(role)
         assert c is not None
         assert any(m.source == f"{STATE}/policy" and m.target == "/etc/bottle/policy" and m.read_only for m in c.mounts)
+
+
+def test_each_sidecar_writes_only_an_audit_directory_of_its_own() -> None:
+    from bottle.core.state import HOST_AUDIT_LOG, audit_log_path
+    from bottle.sidecars._shared import sidecar_paths
+
+    plan = plan_of(agent_of({"image": "x", "bottle": {
+        "egress_proxy": {"routes": [{"upstream": "https://api.example.com", "auth_scheme": "bearer", "token_ref": "T"}]},
+        "git": [{"name": "o", "upstream": "https://h.example/r.git", "token_ref": "GH"}],
+        "supervise": True,
+    }}))
+    writable = {
+        c.role: sorted(m.source for m in c.mounts if not m.read_only and m.source.startswith(STATE))
+        for c in plan.containers if c.role != "agent"
+    }
+    assert writable == {
+        "guard": [f"{STATE}/audit/guard"],
+        "egress-proxy": [f"{STATE}/audit/egress-proxy"],
+        "git-gate": [f"{STATE}/audit/git-gate"],
+        "supervise": [f"{STATE}/proposals"],
+    }
+    # No container, the agent included, mounts a directory holding the host's own log.
+    host_log = f"{STATE}/{HOST_AUDIT_LOG}"
+    for c in plan.containers:
+        assert not any(host_log.startswith(m.source + "/") or m.source == host_log for m in c.mounts), c.role
+    assert plan.audit_dirs() == ("audit/guard", "audit/egress-proxy", "audit/git-gate")
+    # The file a sidecar writes by default is, on the host, the role's audit_log_path.
+    for role in ("guard", "egress-proxy", "git-gate"):
+        container = plan.container(role)
+        assert container is not None
+        (mount,) = [m for m in container.mounts if m.target == "/var/log/bottle"]
+        inside = sidecar_paths({"BOTTLE_ROLE": role}, role)["audit_log"]
+        assert mount.source + inside.removeprefix(mount.target) == f"{STATE}/{audit_log_path(role)}"
 
 
 def test_an_invalid_identity_is_refused() -> None:

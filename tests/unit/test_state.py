@@ -13,7 +13,9 @@ from bottle.core import state
 from bottle.core.state import (
     BottleMetadata,
     SessionEnd,
+    HOST_AUDIT_LOG,
     StateCorrupt,
+    audit_dir,
     audit_log_path,
     ca_cert_path,
     ca_key_path,
@@ -52,13 +54,27 @@ def test_layout_constants() -> None:
 def test_role_paths() -> None:
     assert ca_key_path("egress-proxy") == "ca/egress-proxy.key"
     assert ca_cert_path("egress-proxy") == "ca/egress-proxy.crt"
-    assert audit_log_path("guard") == "audit/guard.jsonl"
+    assert audit_dir("guard") == "audit/guard"
+    assert audit_log_path("guard") == "audit/guard/guard.jsonl"
+    assert audit_log_path("git-gate") == "audit/git-gate/git-gate.jsonl"
+    assert HOST_AUDIT_LOG == "audit/supervise.jsonl"
+
+
+@given(st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True))
+def test_no_sidecar_audit_directory_holds_the_host_log(role: str) -> None:
+    # A sidecar mounts audit_dir(role) writable; the host's log must be outside every one.
+    assert not HOST_AUDIT_LOG.startswith(audit_dir(role) + "/")
+    assert audit_log_path(role).startswith(audit_dir(role) + "/")
 
 
 @pytest.mark.parametrize("role", ["", "../x", "a/b", "Guard", "-x", "guard\n"])
 def test_role_paths_reject_odd_roles(role: str) -> None:
     with pytest.raises(ValueError):
         ca_key_path(role)
+    with pytest.raises(ValueError):
+        audit_dir(role)
+    with pytest.raises(ValueError):
+        audit_log_path(role)
 
 
 @pytest.mark.parametrize(
