@@ -5,7 +5,8 @@ their proposals (pending first), the change the selected proposal makes
 (allowlist delta or Dockerfile diff), the live tail of the selected bottle's
 audit logs, and a status line with the outcome of the last decision.
 
-Keys: ``a`` approve (asks for a note), ``r`` reject (asks for a note), ``g``
+Keys: ``a`` approve (asks for a note), ``A`` approve a capability change
+whose build may use the network, ``r`` reject (asks for a note), ``g``
 cycle the grant of the next approval (lifetime, once, 30m, 2h), ``u``
 refresh now, ``q`` quit. Decisions go through the same desk as
 ``bottle proposals``, in a worker thread: the UI stays live while an
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,12 +25,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bottle.cli.app import AppState
+from bottle.cli.display import literal, one_line
 
 if TYPE_CHECKING:
     from bottle.adapters.local.proposal_desk import ProposalDesk
 
 GRANTS = ("lifetime", "once", "30m", "2h")
 AUDIT_TAIL_BYTES = 64 * 1024
+AUDIT_MAX_FILES = 64
+AUDIT_LINE_CHARS = 240
 REFRESH_SECONDS = 0.5
 ENGINE_REFRESH_SECONDS = 3.0
 
@@ -69,54 +74,144 @@ def engine_bottles(state: AppState) -> Callable[[], list[BottleRow]]:
 
 
 def audit_summary(line: bytes) -> str:
-    """One audit line (any sidecar's, or supervise's) as a short line for people."""
+    """One audit line (any sidecar's, or supervise's) as a short, printable line for people."""
     try:
         record = json.loads(line)
     except ValueError:
-        return line.decode("utf-8", "replace").strip()[:200]
+        return one_line(line.decode("utf-8", "replace").strip(), AUDIT_LINE_CHARS)
     if not isinstance(record, dict):
-        return str(record)[:200]
+        return one_line(str(record), AUDIT_LINE_CHARS)
     time = str(record.get("time", ""))[11:19]
     role = record.get("role", "?")
     if role == "supervise":
         who = f" by {record['decided_by']}" if record.get("decided_by") else ""
         note = f": {record['note']}" if record.get("note") else ""
-        return f"{time} supervise #{record.get('proposal')} {record.get('event')}{who} {record.get('change', '')}{note}"
+        text = f"{time} supervise #{record.get('proposal')} {record.get('event')}{who} {record.get('change', '')}{note}"
+        return one_line(text, AUDIT_LINE_CHARS)
     verdict = record.get("verdict", "")
-    target = record.get("host", "")
+    target = str(record.get("host", ""))
     if record.get("path"):
         target += str(record["path"])[:60]
-    return f"{time} {role} {verdict} {record.get('rule', '')} {record.get('method', '')} {target} {record.get('reason', '')}".strip()[:240]
+    fields = (time, role, verdict, record.get("rule", ""), record.get("method", ""), target, record.get("reason", ""))
+    return one_line(" ".join(str(f) for f in fields).strip(), AUDIT_LINE_CHARS)
+
+
+def _open_dir(name: str, dir_fd: int | None = None) -> int | None:
+    """A directory's fd; None for a symlink, anything else, or a missing one."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _open_log(name: str, dir_fd: int) -> int | None:
+    """A regular file's fd; None for a symlink, FIFO, socket, device or a missing file.
+
+    A sidecar owns its audit directory and could plant any of those: a FIFO
+    opened without O_NONBLOCK would hang the dashboard, a device might do
+    anything on open. The lstat refuses those before the open; O_NOFOLLOW,
+    O_NONBLOCK and the fstat refuse what was swapped in between.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _listdir(fd: int) -> list[str]:
+    try:
+        return sorted(os.listdir(fd))
+    except OSError:
+        return []
 
 
 class AuditTail:
-    """New lines of every ``audit/*.jsonl`` of one bottle since the last call (starts near the end)."""
+    """New lines of one bottle's audit logs since the last call (starts near the end).
+
+    Reads ``audit/*.jsonl`` (the host's, e.g. ``supervise.jsonl``) and
+    ``audit/*/*.jsonl`` (each sidecar's own directory), at most
+    ``AUDIT_MAX_FILES`` of them and ``AUDIT_TAIL_BYTES`` of each per call.
+    Symlinks and anything but regular files and directories are skipped.
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self._offsets: dict[str, int] = {}
+        # relative path -> (offset read up to, whether that offset starts a line)
+        self._positions: dict[str, tuple[int, bool]] = {}
+
+    def _logs(self, top: int) -> list[tuple[str, int]]:
+        """(relative path, fd) of each log, opened without following links."""
+        found: list[tuple[str, int]] = []
+        for name in _listdir(top):
+            if len(found) >= AUDIT_MAX_FILES:
+                break
+            if name.endswith(".jsonl"):
+                fd = _open_log(name, top)
+                if fd is not None:
+                    found.append((name, fd))
+                continue
+            sub = _open_dir(name, top)
+            if sub is None:
+                continue
+            try:
+                for inner in _listdir(sub):
+                    if len(found) >= AUDIT_MAX_FILES:
+                        break
+                    if inner.endswith(".jsonl"):
+                        fd = _open_log(inner, sub)
+                        if fd is not None:
+                            found.append((f"{name}/{inner}", fd))
+            finally:
+                os.close(sub)
+        return found
+
+    def _new_bytes(self, rel: str, fd: int) -> bytes:
+        """The complete lines of ``fd`` past the last call's position (and moves it)."""
+        size = os.fstat(fd).st_size
+        start, aligned = self._positions.get(rel, (max(0, size - AUDIT_TAIL_BYTES), size <= AUDIT_TAIL_BYTES))
+        if start > size:  # truncated or replaced: from the top
+            start, aligned = 0, True
+        if size - start > AUDIT_TAIL_BYTES:  # fell behind: only the newest part
+            start, aligned = size - AUDIT_TAIL_BYTES, False
+        chunk = os.pread(fd, size - start, start)
+        if not aligned:  # started mid-line: skip to the next line
+            cut = chunk.find(b"\n") + 1
+            if cut == 0:
+                self._positions[rel] = (start + len(chunk), False)
+                return b""
+            start, chunk = start + cut, chunk[cut:]
+        complete = chunk.rfind(b"\n") + 1
+        self._positions[rel] = (start + complete, True)
+        return chunk[:complete]
 
     def read(self) -> list[str]:
-        lines: list[tuple[str, str]] = []
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(".jsonl"))
-        except OSError:
+        """Printable summaries of the new lines, ordered by time of day."""
+        top = _open_dir(self.directory)
+        if top is None:
             return []
-        for name in names:
-            path = os.path.join(self.directory, name)
+        try:
+            logs = self._logs(top)
+        finally:
+            os.close(top)
+        lines: list[tuple[str, str]] = []
+        for rel, fd in logs:
             try:
-                size = os.path.getsize(path)
-                offset = self._offsets.get(name, max(0, size - AUDIT_TAIL_BYTES))
-                if size < offset:
-                    offset = 0
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read(size - offset)
+                chunk = self._new_bytes(rel, fd)
             except OSError:
                 continue
-            complete = chunk.rfind(b"\n") + 1
-            self._offsets[name] = offset + complete
-            for raw in chunk[:complete].splitlines():
+            finally:
+                os.close(fd)
+            for raw in chunk.splitlines():
                 if raw.strip():
                     text = audit_summary(raw)
                     lines.append((text[:8], text))
@@ -147,7 +242,7 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
 
         def compose(self) -> ComposeResult:
             with Vertical(id="note-box"):
-                yield Label(self.title_text)
+                yield Label(literal(self.title_text), markup=False)
                 yield Input(placeholder="note (optional), Enter to confirm, Escape to cancel", id="note")
 
         def on_mount(self) -> None:
@@ -175,6 +270,7 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
         """
         BINDINGS = [
             Binding("a", "approve", "Approve"),
+            Binding("A", "approve_networked", "Approve, build with network"),
             Binding("r", "reject", "Reject"),
             Binding("g", "grant", "Grant"),
             Binding("u", "refresh", "Refresh"),
@@ -200,9 +296,9 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
                 yield DataTable(id="bottles", cursor_type="row")
                 yield DataTable(id="proposals", cursor_type="row")
             with Horizontal(id="middle"):
-                yield Static("", id="preview")
+                yield Static("", id="preview", markup=False)
                 yield RichLog(id="audit", max_lines=500, wrap=False)
-            yield Static("", id="status")
+            yield Static("", id="status", markup=False)
             yield Footer()
 
         def on_mount(self) -> None:
@@ -238,7 +334,7 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
             cursor = table.cursor_row
             table.clear()
             for row in rows:
-                table.add_row(row.identity, row.agent, row.health(), key=row.identity)
+                table.add_row(literal(row.identity), literal(row.agent), literal(row.health()), key=row.identity)
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1))
 
@@ -251,7 +347,8 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
                 cursor = table.cursor_row
                 table.clear()
                 for p in found:
-                    table.add_row(p.ref, p.kind, p.status, p.reason.replace("\n", " ")[:80], key=p.ref)
+                    cells = (one_line(p.ref), p.kind, p.status, one_line(p.reason, 80))
+                    table.add_row(*(literal(c) for c in cells), key=p.ref)
                 self.proposal_rows = found
                 if found:
                     table.move_cursor(row=min(max(cursor, 0), len(found) - 1))
@@ -270,10 +367,12 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
             p = self._current()
             pane = self.query_one("#preview", Static)
             if p is None:
-                pane.update("no proposals")
+                pane.update(literal("no proposals"))
                 return
             decided = f"\n{p.status} by {p.decided_by}: {p.note}" if p.decided_by else ""
-            pane.update(f"{p.ref} {p.kind} ({p.status})\nreason: {p.reason}{decided}\n\n{preview(self.desk, p)}")
+            # literal(): the reason, note and preview are the agent's words, never markup.
+            text = f"{p.ref} {p.kind} ({p.status})\nreason: {p.reason}{decided}\n\n{preview(self.desk, p)}"
+            pane.update(literal(text))
             if p.identity != self.selected_identity:
                 self.selected_identity = p.identity
                 self.query_one("#audit", RichLog).clear()
@@ -289,7 +388,7 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
                 tail = self.tails[identity] = AuditTail(self.desk.store.host_path(identity, "audit"))
             log = self.query_one("#audit", RichLog)
             for line in tail.read():
-                log.write(line)
+                log.write(literal(line))
 
         @on(DataTable.RowHighlighted, "#proposals")
         def _proposal_moved(self, event: DataTable.RowHighlighted) -> None:
@@ -309,7 +408,8 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
             self._show_status()
 
         def _show_status(self) -> None:
-            self.query_one("#status", Static).update(f"[grant: {GRANTS[self.grant_index]}] {self.status_text}")
+            line = f"[grant: {GRANTS[self.grant_index]}] {one_line(self.status_text)}"
+            self.query_one("#status", Static).update(literal(line))
 
         # -- decisions -----------------------------------------------------------
         def action_grant(self) -> None:
@@ -320,7 +420,7 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
             self.refresh_queue()
             self.refresh_engine()
 
-        def _decide(self, action: str) -> None:
+        def _decide(self, action: str, build_network: bool = False) -> None:
             p = self._current()
             if p is None or p.status != "pending":
                 self.set_status("nothing pending selected" if p is None else f"{p.ref} is {p.status}, not pending")
@@ -328,8 +428,13 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
             if self.busy:
                 self.set_status("a decision is still being applied")
                 return
+            if build_network and p.kind != "capability-change":
+                self.set_status(f"{p.ref} is {p.kind}: only a capability change has a build")
+                return
             grant = GRANTS[self.grant_index] if action == "approve" else ""
             title = f"{action} {p.ref}: {p.describe()}" + (f" ({grant})" if grant and p.kind == "allow-host" else "")
+            if build_network:
+                title += " (its build may use the network)"
 
             def done(note: str | None) -> None:
                 if note is None:
@@ -337,15 +442,18 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
                     return
                 self.busy = True
                 self.set_status(f"{action}ing {p.ref}...")
-                self.run_worker(lambda: self._apply(action, p, note, grant), thread=True, group="decide")
+                self.run_worker(lambda: self._apply(action, p, note, grant, build_network), thread=True, group="decide")
 
             self.push_screen(NoteScreen(title), done)
 
-        def _apply(self, action: str, p: Proposal, note: str, grant: str) -> None:
+        def _apply(self, action: str, p: Proposal, note: str, grant: str, build_network: bool = False) -> None:
             try:
                 if action == "approve":
                     chosen = parse_grant(grant) if p.kind == "allow-host" else None
-                    outcome = self.desk.approve(p.identity, p.id, decided_by=self.decided_by, note=note, grant=chosen)
+                    outcome = self.desk.approve(
+                        p.identity, p.id, decided_by=self.decided_by, note=note, grant=chosen,
+                        build_network=build_network,
+                    )
                 else:
                     outcome = self.desk.reject(p.identity, p.id, decided_by=self.decided_by, note=note)
                 message = outcome.message
@@ -362,6 +470,9 @@ def build_app(desk: ProposalDesk, bottles: Callable[[], list[BottleRow]], *, dec
 
         def action_approve(self) -> None:
             self._decide("approve")
+
+        def action_approve_networked(self) -> None:
+            self._decide("approve", build_network=True)
 
         def action_reject(self) -> None:
             self._decide("reject")

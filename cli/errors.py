@@ -37,7 +37,10 @@ def redact(text: str) -> str:
 
 
 def _say(prefix: str, text: str) -> None:
-    lines = redact(text).splitlines() or [""]
+    from bottle.cli.display import printable  # noqa: PLC0415
+
+    # A message can quote what a bottle wrote (a refused proposal's field name): no escape reaches the terminal.
+    lines = printable(redact(text)).splitlines() or [""]
     click.echo(f"{prefix}: {lines[0]}", err=True)
     indent = " " * (len(prefix) + 2)
     for line in lines[1:]:

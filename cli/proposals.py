@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bottle.cli.app import AppState
+from bottle.cli.display import json_text, one_line, printable
 
 if TYPE_CHECKING:
     from bottle.adapters.local.proposal_desk import ProposalDesk
@@ -79,8 +80,8 @@ def preview(desk: ProposalDesk, proposal: Proposal) -> str:
 
 
 def _row(p: Proposal) -> list[str]:
-    reason = p.reason.replace("\n", " ")
-    return [p.ref, p.kind, p.status, p.filed_at[:19].replace("T", " "), p.describe(), reason[:60]]
+    cells = [p.ref, p.kind, p.status, p.filed_at[:19].replace("T", " "), p.describe(), p.reason]
+    return [one_line(c, 60 if i == 5 else None) for i, c in enumerate(cells)]
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -90,9 +91,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _encode(value: Any) -> str:
+    """JSON for a terminal or a script: control characters escaped by the encoder, DEL/C1/bidi by ``json_text``."""
     import msgspec  # noqa: PLC0415
 
-    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+    return json_text(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
 
 
 def _proposal_json(p: Proposal) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def ls(state: AppState, show_all: bool, identity: str | None, fmt: str) -> None:
     else:
         click.echo("no pending proposals" if not show_all else "no proposals")
     for r in refused:
-        click.echo(f"refused {r.identity}/{r.name}: {r.reason}", err=True)
+        click.echo(f"refused {one_line(r.identity)}/{one_line(r.name)}: {one_line(r.reason)}", err=True)
 
 
 @proposals.command("show")
@@ -141,13 +143,15 @@ def show(state: AppState, ref: str, identity: str | None) -> None:
     desk = make_desk(state)
     who, number = desk.resolve(ref, identity)
     p = desk.queue(who).get(number)
-    click.echo(f"{p.ref}  {p.kind}  {p.status}  filed {p.filed_at}")
-    click.echo(f"reason: {p.reason}")
+    # Everything below may hold what the agent wrote (or a decision file it could not write but
+    # that quotes it): shown through printable(), never raw.
+    click.echo(printable(f"{p.ref}  {p.kind}  {p.status}  filed {p.filed_at}"))
+    click.echo(f"reason: {printable(p.reason)}")
     if p.decided_by:
-        click.echo(f"decided by {p.decided_by} at {p.decided_at}" + (f": {p.note}" if p.note else ""))
+        click.echo(printable(f"decided by {p.decided_by} at {p.decided_at}" + (f": {p.note}" if p.note else "")))
     if p.error:
-        click.echo(f"error: {p.error}")
-    click.echo(preview(desk, p))
+        click.echo(f"error: {printable(p.error)}")
+    click.echo(printable(preview(desk, p)))
 
 
 def _outcome(outcome: Any, fmt: str) -> None:
@@ -157,7 +161,7 @@ def _outcome(outcome: Any, fmt: str) -> None:
         data["seconds"] = round(outcome.seconds, 3)
         click.echo(_encode(data))
     else:
-        click.echo(outcome.message)
+        click.echo(printable(outcome.message))
     if not outcome.ok:
         raise click.exceptions.Exit(1)
 
@@ -169,18 +173,33 @@ def _outcome(outcome: Any, fmt: str) -> None:
     "--grant", default="lifetime", show_default=True, metavar="lifetime|once|DURATION",
     help="How long an approved host stays allowed: the bottle's lifetime, one request, or e.g. 30m, 2h.",
 )
+@click.option(
+    "--build-network", is_flag=True,
+    help="Capability changes: let the image build's RUN steps use the engine's default network "
+    "(e.g. to reach a package mirror). Without it the build has no network at all.",
+)
 @click.option("--bottle", "identity", metavar="IDENTITY", help="The bottle, when REF is only a number.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the guard to confirm [default: 10].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def approve(state: AppState, ref: str, note: str, grant: str, identity: str | None, timeout: float | None, fmt: str) -> None:
-    """Approve proposal REF (IDENTITY/N) and apply it; returns once it is in force."""
+def approve(
+    state: AppState, ref: str, note: str, grant: str, build_network: bool, identity: str | None,
+    timeout: float | None, fmt: str,
+) -> None:
+    """Approve proposal REF (IDENTITY/N) and apply it; returns once it is in force.
+
+    A capability change's new image is built at `bottle resume` with no
+    network unless --build-network is given; read its Dockerfile first
+    (`bottle proposals show REF`).
+    """
     from bottle.adapters.local.proposal_desk import default_decider  # noqa: PLC0415
     from bottle.core.proposals import parse_grant  # noqa: PLC0415
 
     desk = make_desk(state, confirm_timeout=timeout)
     who, number = desk.resolve(ref, identity)
-    outcome = desk.approve(who, number, decided_by=default_decider(), note=note, grant=parse_grant(grant))
+    outcome = desk.approve(
+        who, number, decided_by=default_decider(), note=note, grant=parse_grant(grant), build_network=build_network
+    )
     _outcome(outcome, fmt)
 
 
