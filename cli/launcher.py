@@ -74,8 +74,8 @@ from bottle.core.plan import (
     LaunchPlan,
     gate_remotes,
 )
+from bottle.core.proposals import BUILD_NETWORK_MARKER, SUPERVISE_SETTINGS, encode_settings, supervise_settings
 from bottle.core.state import (
-    AUDIT_DIR,
     METADATA,
     PRESERVE_MARKER,
     BottleMetadata,
@@ -285,6 +285,8 @@ class LaunchInputs:
     env_values: Mapping[str, str] = field(default_factory=dict)
     policy: bytes = b""
     resume: bool = False
+    # bottle.supervise_token_refs: what an add-route proposal may name.
+    supervise_token_refs: tuple[str, ...] = ()
 
 
 Say = Callable[[str], None]
@@ -434,6 +436,7 @@ class Launcher:
                 hint=f"make it with `bottle --runtime {self.runtime.name} images bootstrap`, or pull it",
             )
         work: str | None = None
+        network_mode: str | None = None
         try:
             if image.dockerfile == "(generated)":
                 work = tempfile.mkdtemp(prefix="bottle-project-")
@@ -448,6 +451,10 @@ class Launcher:
                 # context holding a copy of it and nothing else (never the state itself).
                 context, dockerfile = self._per_bottle_context(image), "Dockerfile"
                 work = context
+                # An agent wrote this Dockerfile: its RUN steps get the network only if
+                # the person who approved it said so (`approve --build-network`).
+                if not self.store.exists(self.identity, BUILD_NETWORK_MARKER):
+                    network_mode = "none"
             else:
                 dockerfile_path = image.dockerfile or ""
                 context = image.context or os.path.dirname(dockerfile_path)
@@ -476,6 +483,7 @@ class Launcher:
                 tag=image.tag,
                 build_args={BASE_ARG: base} if base else {},
                 labels=labels,
+                network_mode=network_mode,
             )
             self._build(request)
         finally:
@@ -534,9 +542,15 @@ class Launcher:
         )
         store.write(identity, LAUNCHER_RECORD, msgspec.json.encode(record))
         store.write(identity, POLICY_FILE, self.inputs.policy)
+        if self.plan.supervise:
+            settings = supervise_settings(self.inputs.supervise_token_refs)
+            store.write(identity, SUPERVISE_SETTINGS, encode_settings(settings))
         # Single-use and timed grants end with the session that had them.
         store.delete(identity, GRANTS_FILE)
-        store.write(identity, f"{AUDIT_DIR}/.keep", b"")
+        # Each sidecar mounts its own audit/<role>/: made here, as the user the
+        # sidecars write as, before an engine would make it as root (or refuse).
+        for directory in self.plan.audit_dirs():
+            store.write(identity, f"{directory}/.keep", b"")
         supervise = self.plan.container(naming.ROLE_SUPERVISE)
         if supervise is not None:
             from bottle.adapters.local.proposal_queue import prepare_queue_dirs  # noqa: PLC0415

@@ -83,9 +83,13 @@ def resume(state: AppState, identity: str, yes: bool, verbose: bool, command: tu
 def approved_in(store: StateStore, identity: str) -> tuple[tuple[str, ...], tuple[Route, ...]]:
     """(hosts, routes) that applied proposals of bottle ``identity`` added (``proposals.approved_changes``)."""
     from bottle.adapters.local.proposal_queue import HostQueue  # noqa: PLC0415
+    from bottle.cli.display import printable  # noqa: PLC0415
     from bottle.core.manifest import Route  # noqa: PLC0415
     from bottle.core.proposals import approved_changes  # noqa: PLC0415
 
-    proposals, _ = HostQueue(store, identity).scan()
+    proposals, refused = HostQueue(store, identity).scan()
+    for refusal in refused:
+        # Decided proposals come from the host's own copy; a rewritten filing is only worth a warning.
+        click.echo(f"warning: {identity}/{refusal.name}: {printable(refusal.reason)}", err=True)
     hosts, routes = approved_changes(proposals)
     return hosts, tuple(Route(r.upstream, r.token_ref, r.auth_scheme) for r in routes)

@@ -201,6 +201,7 @@ def run_bottle(
         env_values=dict(agent.env),
         policy=egress_policy_bytes(agent, plan.identity),
         resume=resume,
+        supervise_token_refs=agent.bottle.supervise_token_refs,
     )
     interrupts = Interrupts()
     interrupts.on_ignored = lambda: display.say("removing the bottle; please wait")

@@ -116,6 +116,9 @@ class BottleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     egress_proxy: EgressProxy = EgressProxy()
     git: tuple[GitRemote, ...] = ()
     supervise: bool = False
+    # The credentials an agent may ask (add-route proposal) to have injected
+    # into a new route; any other token_ref is refused at approval.
+    supervise_token_refs: tuple[str, ...] = ()
     limits: Limits = Limits()
     read_only_root: bool = False
 

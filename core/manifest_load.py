@@ -308,7 +308,7 @@ class _Checker:
                 if typ is BottleConfig and key in LEGACY_BOTTLE_KEYS:
                     self.fail(_at(path, key), *_legacy_recipe(key, value[key], self.kind))
                 suggestion = did_you_mean(key, fields)
-                problem = f"unknown field `{key:.60}`"
+                problem = f"unknown field `{_shown(key):.60}`"
                 if suggestion:
                     problem += f"; did you mean `{suggestion}`?"
                 self.fail(_at(path, key), problem, hint=f"known fields here: {', '.join(fields)}")
@@ -386,6 +386,11 @@ def _is_token_ref(text: str) -> bool:
 
 
 # -- semantic checks --------------------------------------------------------
+
+
+def _shown(key: str) -> str:
+    """A field name as an error shows it: control characters escaped, so the error stays one readable line."""
+    return json.dumps(key, ensure_ascii=False)[1:-1]
 
 
 def _check_name(checker: _Checker, name: str, path: str) -> None:
@@ -551,6 +556,15 @@ def _validate_agent(checker: _Checker, agent: Agent, prefix: str) -> Agent:
                     + (" (a bottle's own credentials are never waived)" if waiver.rule == BROKERED else ""),
                 )
 
+    for index, ref in enumerate(bottle.supervise_token_refs):
+        _check_token_ref(checker, ref, at("bottle", "supervise_token_refs", index))
+    if bottle.supervise_token_refs and not bottle.supervise:
+        checker.fail(
+            at("bottle", "supervise_token_refs"),
+            "token_refs for proposals need supervise: true",
+            hint='set "supervise": true, or remove supervise_token_refs',
+        )
+
     token_names = _token_env_names(agent)
     claude = ANTHROPIC_HOST in route_hosts
     for key, value in agent.env.items():
@@ -634,7 +648,7 @@ def parse_json_manifest(text: str, source: str, base_dir: str) -> tuple[Agent, .
     for key in data:
         if key not in ("version", "agents"):
             suggestion = did_you_mean(str(key), ("version", "agents"))
-            problem = f"unknown field `{key!s:.60}`"
+            problem = f"unknown field `{_shown(str(key)):.60}`"
             if suggestion:
                 problem += f"; did you mean `{suggestion}`?"
             checker.fail(

@@ -51,10 +51,13 @@ from bottle.core.tokenref import parse_token_ref
 from bottle.ports.errors import InputError
 
 __all__ = [
+    "BUILD_NETWORK_MARKER",
     "DECISIONS_DIR",
     "FILINGS_DIR",
+    "PINS_DIR",
     "GRANTS_FILE",
     "KINDS",
+    "MAX_DECISION_BYTES",
     "MAX_DOCKERFILE_BYTES",
     "MAX_FILING_BYTES",
     "MAX_PROPOSAL_ID",
@@ -71,9 +74,13 @@ __all__ = [
     "Proposal",
     "ProposalEvent",
     "ProposalRefused",
+    "SUPERVISE_SETTINGS",
+    "SuperviseSettings",
+    "check_offered",
     "approval_effects",
     "decide",
     "filing_name",
+    "filing_of",
     "live_grants",
     "new_filing",
     "parse_decision",
@@ -85,6 +92,12 @@ __all__ = [
 
 FILINGS_DIR = "proposals"
 DECISIONS_DIR = "decisions"
+# Host-only copies of filings as the host first read them (never mounted):
+# what a person saw is what gets decided, even if the sidecar rewrites the file.
+PINS_DIR = "pinned"
+# Beside the per-bottle Dockerfile when the approver let its build use the
+# network; absent, a resume builds it with no network at all.
+BUILD_NETWORK_MARKER = "Dockerfile.network"
 # Next to the policy file the guard reads (state ``policy/``).
 GRANTS_FILE = "grants.json"
 
@@ -95,6 +108,8 @@ MAX_REASON_CHARS = 4000
 MAX_NOTE_CHARS = 2000
 # A filing is read only up to this size; anything larger is refused unread.
 MAX_FILING_BYTES = MAX_DOCKERFILE_BYTES + 3 * MAX_REASON_CHARS + 4096
+# A decision holds its own copy of the filing, re-encoded, plus the host's fields.
+MAX_DECISION_BYTES = 2 * MAX_FILING_BYTES
 MAX_GRANT_SECONDS = 30 * 24 * 3600
 
 KINDS = ("allow-host", "add-route", "capability-change")
@@ -112,8 +127,17 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _FILE_NAME = re.compile(r"^(0|[1-9][0-9]*)\.json$")
 # Fields only a host decision has: a filing that carries one was forged.
 _HOST_FIELDS = ("status", "note", "decided_by", "decided_at", "grant", "applied_at", "expires_at")
-_ADD_COPY = re.compile(r"^\s*(ADD|COPY)\b(?![^\n]*--from=)", re.IGNORECASE | re.MULTILINE)
-_FROM = re.compile(r"^\s*FROM\s+\S", re.IGNORECASE | re.MULTILINE)
+_ADD_COPY = re.compile(r"^\s*(ADD|COPY)\b", re.IGNORECASE | re.MULTILINE)
+_FROM = re.compile(r"^\s*FROM\s+(\S+)(\s+AS\s+\S+)?\s*$", re.IGNORECASE | re.MULTILINE)
+_FROM_ANY = re.compile(r"^\s*FROM\b", re.IGNORECASE | re.MULTILINE)
+_BASE_REF = ("${BASE}", "$BASE")
+# ``# syntax=`` picks a BuildKit frontend image and ``# escape=`` changes how
+# every later line parses: neither belongs in a reviewed one-stage Dockerfile.
+_DIRECTIVE = re.compile(r"^#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
+_MOUNT = re.compile(r"^\s*RUN\b[^\n]*--mount\b", re.IGNORECASE | re.MULTILINE)
+# C0 and C1 controls (but tab and newline), DEL, and the bidi overrides and
+# isolates that make text read differently from what it is.
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -300,6 +324,58 @@ def confirms(record: dict[str, object], policy_digest: str, grants_digest: str) 
     )
 
 
+# -- what the operator offers to proposals -----------------------------------------
+
+# Host-only, beside the bottle's metadata; written at every launch from the manifest.
+SUPERVISE_SETTINGS = "supervise.json"
+
+
+class SuperviseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the manifest lets proposals ask for: the ``token_refs`` an add-route may name."""
+
+    version: int = FORMAT_VERSION
+    token_refs: tuple[str, ...] = ()
+
+
+def supervise_settings(token_refs: Iterable[str]) -> SuperviseSettings:
+    """Settings offering ``token_refs`` (canonical ``env:NAME`` / ``file:PATH``, duplicates dropped)."""
+    return SuperviseSettings(token_refs=tuple(dict.fromkeys(str(parse_token_ref(r)) for r in token_refs)))
+
+
+def encode_settings(settings: SuperviseSettings) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(settings), indent=2) + b"\n"
+
+
+def decode_settings(data: bytes | None) -> SuperviseSettings:
+    """The settings file's content (absent: nothing offered); ``ValueError`` if it is not valid."""
+    if data is None:
+        return SuperviseSettings()
+    try:
+        return msgspec.json.decode(data, type=SuperviseSettings)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"the supervise settings file is not valid: {exc}") from None
+
+
+def check_offered(proposal: Proposal, settings: SuperviseSettings) -> None:
+    """Refuse an add-route naming a credential the manifest does not offer to proposals.
+
+    Without this an agent could ask for any host variable or file (an SSH
+    key, a cloud credential) to be sent to an upstream of its choosing, and
+    one careless approval would send it.
+    """
+    payload = proposal.payload
+    if not isinstance(payload, AddRoute):
+        return
+    ref = str(parse_token_ref(payload.token_ref))
+    if ref not in settings.token_refs:
+        offered = ", ".join(settings.token_refs) or "none"
+        raise _refused(
+            f"proposal {proposal.ref} names the credential {ref}, which this bottle's manifest does not offer "
+            f"to proposals (offered: {offered})",
+            hint="reject it; or add the token_ref to bottle.supervise_token_refs in the manifest and resume the bottle",
+        )
+
+
 # -- files ----------------------------------------------------------------------
 
 
@@ -319,7 +395,13 @@ class Filing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """The host's record of a proposal's fate. Only the host writes these."""
+    """The host's record of a proposal's fate. Only the host writes these.
+
+    ``filing`` is the proposal as the person decided it and ``filing_digest``
+    the digest of its bytes: what is applied, listed and resumed comes from
+    here, never again from the sidecar's file. ``build_network`` says the
+    approver let a capability change's build use the network.
+    """
 
     version: int
     id: int
@@ -327,6 +409,8 @@ class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     status: Status
     decided_by: str
     decided_at: str
+    filing: Filing
+    filing_digest: str
     note: str = ""
     grant: Grant | None = None
     expires_at: str = ""
@@ -334,6 +418,7 @@ class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     error: str = ""
     policy_digest: str = ""
     resume_hint: str = ""
+    build_network: bool = False
 
 
 class Proposal(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -354,6 +439,9 @@ class Proposal(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_at: str = ""
     error: str = ""
     resume_hint: str = ""
+    build_network: bool = False
+    # sha256 of the filing's bytes as the host pinned them; a decision records it.
+    filing_digest: str = ""
 
     @property
     def ref(self) -> str:
@@ -418,6 +506,8 @@ def validate_payload(payload: Payload) -> Payload:
         _no_secret(host, "host")
         return AllowHost(host)
     if isinstance(payload, AddRoute):
+        for text, where in ((payload.upstream, "upstream"), (payload.token_ref, "token_ref"), (payload.auth_scheme, "auth_scheme")):
+            _check_text(text, where)
         _no_secret(payload.upstream, "upstream")
         _no_secret(payload.token_ref, "token_ref")
         try:
@@ -439,18 +529,53 @@ def validate_payload(payload: Payload) -> Payload:
             )
         if not payload.dockerfile.strip():
             raise _refused("the proposed Dockerfile is empty")
-        if "\x00" in payload.dockerfile:
-            raise _refused("the proposed Dockerfile contains a NUL byte")
-        if _FROM.search(payload.dockerfile) is None:
-            raise _refused("the proposed Dockerfile has no FROM line", hint="start it with: ARG BASE / FROM ${BASE}")
-        if _ADD_COPY.search(payload.dockerfile):
-            raise _refused(
-                "the proposed Dockerfile uses ADD or COPY; its build context holds nothing but the Dockerfile",
-                hint="install what is needed with RUN (the package mirrors are reachable during the build)",
-            )
+        _check_text(payload.dockerfile, "Dockerfile")
+        _check_dockerfile(payload.dockerfile)
         _no_secret(payload.dockerfile, "Dockerfile")
         return payload
     raise _refused(f"unknown proposal kind {type(payload).__name__}")  # pragma: no cover - the union is closed
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse control characters: a person reads this text in a terminal, where they could hide or fake lines."""
+    bad = _UNSAFE_CHARS.search(text)
+    if bad is not None:
+        raise _refused(
+            f"the {where} contains the control character U+{ord(bad.group()):04X}; a proposal is plain text",
+            hint="use only printable characters, newlines and tabs",
+        )
+
+
+def _check_dockerfile(text: str) -> None:
+    """One stage, ``FROM ${BASE}``, nothing from outside: what the person reviews is all the image gets.
+
+    The build context holds only the Dockerfile, so ADD and COPY have nothing
+    legitimate to copy; ``COPY --from``, ``RUN --mount`` and any other FROM
+    would pull in another image (another bottle's, say). Parser directives
+    would change how the reviewed text is read.
+    """
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if _DIRECTIVE.match(first.strip()):
+        raise _refused(
+            "the proposed Dockerfile starts with a parser directive (# syntax= or # escape=)",
+            hint="remove it; the image is built with the engine's own Dockerfile parser",
+        )
+    froms = _FROM_ANY.findall(text)
+    match = _FROM.search(text)
+    if not froms:
+        raise _refused("the proposed Dockerfile has no FROM line", hint="start it with: ARG BASE / FROM ${BASE}")
+    if len(froms) > 1 or match is None or match.group(1) not in _BASE_REF:
+        raise _refused(
+            "the proposed Dockerfile must have exactly one stage, FROM ${BASE} (the bottle's current image)",
+            hint="start it with: ARG BASE / FROM ${BASE}, and add RUN lines",
+        )
+    if _ADD_COPY.search(text):
+        raise _refused(
+            "the proposed Dockerfile uses ADD or COPY; its build context holds nothing but the Dockerfile",
+            hint="install what is needed with RUN (the approver decides whether the build may use the network)",
+        )
+    if _MOUNT.search(text):
+        raise _refused("the proposed Dockerfile uses RUN --mount", hint="use plain RUN lines")
 
 
 def _check_reason(reason: object) -> str:
@@ -458,6 +583,7 @@ def _check_reason(reason: object) -> str:
         raise _refused("a proposal needs a reason", hint="say why the agent needs this, in a sentence")
     if len(reason) > MAX_REASON_CHARS:
         raise _refused(f"the reason is {len(reason)} characters; the limit is {MAX_REASON_CHARS}")
+    _check_text(reason, "reason")
     _no_secret(reason, "reason")
     return reason.strip()
 
@@ -562,8 +688,14 @@ def parse_decision(data: bytes, *, proposal_id: int, identity: str) -> Decision:
     return decision
 
 
-def proposal_view(filing: Filing, decision: Decision | None) -> Proposal:
-    """What people (and the agent) see of a proposal."""
+def proposal_view(filing: Filing, decision: Decision | None, *, filing_digest: str = "") -> Proposal:
+    """What people (and the agent) see of a proposal.
+
+    Once decided, the decision's own copy of the filing is what is shown:
+    the file in ``proposals/`` no longer counts.
+    """
+    if decision is not None:
+        filing, filing_digest = decision.filing, decision.filing_digest
     base = Proposal(
         id=filing.id,
         identity=filing.identity,
@@ -572,6 +704,7 @@ def proposal_view(filing: Filing, decision: Decision | None) -> Proposal:
         payload=filing.payload,
         status="pending",
         filed_at=filing.filed_at,
+        filing_digest=filing_digest,
     )
     if decision is None:
         return base
@@ -586,7 +719,13 @@ def proposal_view(filing: Filing, decision: Decision | None) -> Proposal:
         expires_at=decision.expires_at,
         error=decision.error,
         resume_hint=decision.resume_hint,
+        build_network=decision.build_network,
     )
+
+
+def filing_of(proposal: Proposal) -> Filing:
+    """The filing ``proposal`` was read from (as a decision keeps it)."""
+    return Filing(FORMAT_VERSION, proposal.id, proposal.identity, proposal.reason, proposal.payload, proposal.filed_at)
 
 
 # -- decisions -------------------------------------------------------------------
@@ -604,6 +743,7 @@ def decide(
     error: str = "",
     policy_digest: str = "",
     resume_hint: str = "",
+    build_network: bool = False,
 ) -> Decision:
     """The host's decision moving ``proposal`` to ``status``; ``ProposalRefused`` for a move ``TRANSITIONS`` forbids.
 
@@ -624,6 +764,10 @@ def decide(
     _no_secret(note, "note")
     if grant is not None and proposal.kind != "allow-host" and grant.mode != "lifetime":
         raise _refused(f"a {grant.mode} grant applies to allow-host proposals only; {proposal.ref} is {proposal.kind}")
+    if build_network and proposal.kind != "capability-change":
+        raise _refused(f"--build-network applies to capability changes only; {proposal.ref} is {proposal.kind}")
+    if previous is None and not proposal.filing_digest.startswith("sha256:"):
+        raise _refused(f"proposal {proposal.ref} was not read from a pinned filing; it cannot be decided")
     stamp = utc_timestamp(now)
     if previous is not None:
         # approved -> applied/failed keeps who decided and why.
@@ -645,10 +789,13 @@ def decide(
         status=status,  # type: ignore[arg-type]
         decided_by=decided_by.strip(),
         decided_at=stamp,
+        filing=filing_of(proposal),
+        filing_digest=proposal.filing_digest,
         note=note.strip(),
         grant=grant if proposal.kind == "allow-host" else None,
         expires_at=expires,
         error=error,
+        build_network=build_network and status == "approved",
     )
 
 

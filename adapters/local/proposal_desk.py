@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from dataclasses import dataclass
 from bottle.adapters.local.proposal_queue import HostQueue, Refusal
 from bottle.core.egress_policy import decode_policy, encode_policy
 from bottle.core.proposals import (
+    SUPERVISE_SETTINGS,
+    check_offered,
+    decode_settings,
+    BUILD_NETWORK_MARKER,
     FILINGS_DIR,
     GRANTS_FILE,
     ApprovalEffects,
@@ -146,12 +151,15 @@ class ProposalDesk:
         number = int(text)
         if identity:
             return identity, number
-        pending = [p for p in self.scan()[0] if p.id == number and p.status == "pending"]
-        if len(pending) == 1:
-            return pending[0].identity, number
-        where = ", ".join(sorted(p.ref for p in pending)) or "no bottle"
+        queues = self.identities()
+        if len(queues) == 1:
+            return queues[0], number
+        # With several bottles, a bare number could name a different bottle's
+        # proposal than the one a person looked at: the bottle must be named.
+        pending = sorted(p.ref for p in self.scan()[0] if p.id == number and p.status == "pending")
+        where = f"pending as {', '.join(pending)}" if pending else "pending in no bottle"
         raise ProposalRefused(
-            f"proposal {number} is pending in {where}; name the bottle",
+            f"{len(queues)} bottles have proposals; proposal {number} is {where}; name the bottle",
             hint="write IDENTITY/N as `bottle proposals ls` shows it",
         )
 
@@ -175,13 +183,23 @@ class ProposalDesk:
         decided_by: str,
         note: str = "",
         grant: Grant | None = None,
+        build_network: bool = False,
     ) -> Outcome:
-        """Approve and apply; returns once the change is in force (or has failed and been rolled back)."""
+        """Approve and apply; returns once the change is in force (or has failed and been rolled back).
+
+        ``build_network`` lets a capability change's image build use the
+        engine's default network (to fetch packages); without it the build
+        runs with no network at all.
+        """
         started = time.monotonic()
         queue = self.queue(identity)
         with queue.locked():
             proposal = queue.get(proposal_id)
-            decision = decide(proposal, "approved", decided_by=decided_by, now=self.clock.now(), note=note, grant=grant)
+            check_offered(proposal, decode_settings(self.store.read(identity, SUPERVISE_SETTINGS)))
+            decision = decide(
+                proposal, "approved", decided_by=decided_by, now=self.clock.now(), note=note, grant=grant,
+                build_network=build_network,
+            )
             queue.write_decision(decision)
             queue.audit(event_for(decision, proposal))
             approved = self._view(proposal, decision)
@@ -194,7 +212,7 @@ class ProposalDesk:
                 if effects.policy is not None or effects.grants is not None:
                     policy_digest = self._apply_policy(identity, effects)
                 if effects.restart:
-                    self._preserve_and_stop(identity, effects)
+                    self._preserve_and_stop(identity, effects, build_network=decision.build_network)
             except (BottleError, OSError, ValueError) as exc:
                 message = exc.message if isinstance(exc, BottleError) else str(exc)
                 final = decide(approved, "failed", decided_by=decided_by, now=self.clock.now(), previous=decision, error=message)
@@ -218,10 +236,7 @@ class ProposalDesk:
 
     @staticmethod
     def _view(proposal: Proposal, decision: Decision) -> Proposal:
-        from bottle.core.proposals import Filing  # noqa: PLC0415
-
-        filing = Filing(1, proposal.id, proposal.identity, proposal.reason, proposal.payload, proposal.filed_at)
-        return proposal_view(filing, decision)
+        return proposal_view(decision.filing, decision)
 
     # -- policy ----------------------------------------------------------------
     def _policy(self, identity: str):  # type: ignore[no-untyped-def]
@@ -243,7 +258,7 @@ class ProposalDesk:
     def _used_grants(self, identity: str) -> list[int]:
         used = []
         try:
-            with open(self._guard_log(identity), "rb") as fh:
+            with _open_log(self._guard_log(identity)) as fh:
                 for line in fh:
                     if b'"grant-used"' not in line:
                         continue
@@ -294,7 +309,7 @@ class ProposalDesk:
         pending = b""
         while True:
             try:
-                with open(log, "rb") as fh:
+                with _open_log(log) as fh:
                     fh.seek(offset)
                     chunk = fh.read()
             except FileNotFoundError:
@@ -317,13 +332,38 @@ class ProposalDesk:
             time.sleep(self.poll_interval)
 
     # -- capability changes ------------------------------------------------------
-    def _preserve_and_stop(self, identity: str, effects: ApprovalEffects) -> None:
-        self.store.write(identity, PRESERVE_MARKER, utc_timestamp(self.clock.now()).encode() + b"\n")
-        if effects.dockerfile is not None:
-            self.store.write(identity, DOCKERFILE, effects.dockerfile.encode("utf-8"))
-        if self.stop_agent is not None:
-            self.stop_agent(identity)
-        self.snapshot_transcript(identity)
+    def _preserve_and_stop(self, identity: str, effects: ApprovalEffects, *, build_network: bool) -> None:
+        """Keep the state, put the change where a resume finds it, stop the agent, snapshot its transcript.
+
+        The preserve marker comes first: the launcher tears the bottle down
+        as soon as the agent stops, and keeps the state only if it is there.
+        If anything fails before the agent stops, the marker and the
+        Dockerfile are put back as they were, so a failed change is not
+        resumable as if it had been applied.
+        """
+        previous = {rel: self.store.read(identity, rel) for rel in (PRESERVE_MARKER, DOCKERFILE, BUILD_NETWORK_MARKER)}
+        stopped = False
+        try:
+            self.store.write(identity, PRESERVE_MARKER, utc_timestamp(self.clock.now()).encode() + b"\n")
+            if effects.dockerfile is not None:
+                self.store.write(identity, DOCKERFILE, effects.dockerfile.encode("utf-8"))
+                if build_network:
+                    self.store.write(identity, BUILD_NETWORK_MARKER, b"default\n")
+                else:
+                    self.store.delete(identity, BUILD_NETWORK_MARKER)
+            if self.stop_agent is not None:
+                self.stop_agent(identity)
+            stopped = True
+            self.snapshot_transcript(identity)
+        except BaseException:
+            for rel, data in previous.items():
+                if stopped and rel == PRESERVE_MARKER:
+                    continue  # the bottle is going down: without the marker its state would go too
+                if data is None:
+                    self.store.delete(identity, rel)
+                else:
+                    self.store.write(identity, rel, data)
+            raise
 
     def snapshot_transcript(self, identity: str) -> list[str]:
         """Copy the agent's conversation files from its home into ``transcript/``; the paths copied."""
@@ -337,15 +377,28 @@ class ProposalDesk:
             if not os.path.lexists(source) or os.path.islink(source):
                 continue
             os.makedirs(target, mode=0o700, exist_ok=True)
-            if os.path.isdir(source):
-                shutil.copytree(source, os.path.join(target, rel), symlinks=True)
-            else:
-                shutil.copy2(source, os.path.join(target, rel))
-            copied.append(rel)
+            if _copy_plain(source, os.path.join(target, rel)):
+                copied.append(rel)
         return copied
 
     def record(self, identity: str, event: ProposalEvent) -> None:
         self.queue(identity).audit(event)
+
+
+def _open_log(path: str):  # type: ignore[no-untyped-def]
+    """The guard's audit log for reading: a regular file, never a link, a FIFO or a device.
+
+    The guard's directory is the guard's to write; a FIFO there must not
+    hang an approval. ``FileNotFoundError`` while it does not exist yet.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GuardDidNotConfirm(
+            f"the guard's audit log {path} is not a regular file",
+            hint="something in the bottle replaced it; tear the bottle down (`bottle cleanup`)",
+        )
+    return os.fdopen(fd, "rb")
 
 
 def restore_transcript(store: StateStore, identity: str, transcript_paths: Sequence[str] = TRANSCRIPT_PATHS) -> list[str]:
@@ -367,9 +420,28 @@ def restore_transcript(store: StateStore, identity: str, transcript_paths: Seque
             shutil.rmtree(target)
         elif os.path.lexists(target):
             os.unlink(target)
-        if os.path.isdir(source):
-            shutil.copytree(source, target, symlinks=True)
-        else:
-            shutil.copy2(source, target)
-        restored.append(rel)
+        if _copy_plain(source, target):
+            restored.append(rel)
     return restored
+
+
+def _plain_or_link(directory: str, names: list[str]) -> list[str]:
+    """``copytree``'s ignore: FIFOs, sockets and devices (opening a FIFO the agent planted would hang us)."""
+    ignored = []
+    for name in names:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            ignored.append(name)
+    return ignored
+
+
+def _copy_plain(source: str, target: str) -> bool:
+    """Copy a regular file or a tree of them (symlinks copied as links, special files left out)."""
+    mode = os.lstat(source).st_mode
+    if stat.S_ISDIR(mode):
+        shutil.copytree(source, target, symlinks=True, ignore=_plain_or_link)
+        return True
+    if stat.S_ISREG(mode):
+        shutil.copy2(source, target, follow_symlinks=False)
+        return True
+    return False

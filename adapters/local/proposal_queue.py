@@ -9,6 +9,11 @@ Two sides, two directories (see ``bottle.core.proposals``):
   input (no symlinks, no FIFOs, nothing larger than ``MAX_FILING_BYTES``,
   then ``parse_filing``) and alone writes decisions, with the state store's
   atomic write, under a lock so two operators cannot decide one proposal twice.
+- The first time the host reads a valid filing it *pins* a copy of its bytes
+  in ``pinned/`` (host-only). From then on the pin is what is shown and
+  decided; a filing whose bytes differ from its pin was rewritten after a
+  person may have seen it, and is refused. A decision keeps its own copy of
+  the filing, so nothing the sidecar writes later changes what was decided.
 
 Files the host refuses are reported as ``Refusal`` (name and reason), never
 acted on.
@@ -20,7 +25,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,12 +36,16 @@ import msgspec
 from bottle.core.proposals import (
     DECISIONS_DIR,
     FILINGS_DIR,
+    MAX_DECISION_BYTES,
     MAX_FILING_BYTES,
+    MAX_PROPOSAL_ID,
+    PINS_DIR,
     Decision,
     Filing,
     Proposal,
     ProposalEvent,
     ProposalRefused,
+    digest,
     encode_decision,
     encode_event,
     filing_name,
@@ -43,12 +54,16 @@ from bottle.core.proposals import (
     parse_filing,
     proposal_view,
 )
-from bottle.core.state import audit_log_path
+from bottle.core.state import HOST_AUDIT_LOG
 from bottle.ports.state import StateStore
 
-DECISION_LIMIT = 64 * 1024
+DECISION_LIMIT = MAX_DECISION_BYTES
+_FILE_NAME = re.compile(r"^[1-9][0-9]{0,3}\.json$")
+# The sidecar files at most MAX_PROPOSAL_ID proposals; a directory holding
+# more entries was stuffed, and the host does not read past this many.
+MAX_QUEUE_ENTRIES = MAX_PROPOSAL_ID
 LOCK_FILE = ".lock"
-SUPERVISE_AUDIT = audit_log_path("supervise")
+SUPERVISE_AUDIT = HOST_AUDIT_LOG
 
 
 @dataclass(frozen=True)
@@ -109,26 +124,84 @@ class HostQueue:
         """Every proposal of this bottle, and every file in its queue that was refused (with why)."""
         proposals: list[Proposal] = []
         refusals: list[Refusal] = []
-        for name in _names(self.filings_dir):
+        names = _names(self.filings_dir)
+        # A decided proposal is listed from its decision even if its filing was deleted.
+        decided = [n for n in _names(self.decisions_dir) if _FILE_NAME.match(n) and n not in set(names)]
+        if len(names) > MAX_QUEUE_ENTRIES:
+            refusals.append(Refusal(
+                self.identity, FILINGS_DIR,
+                f"the queue holds {len(names)} entries; only the first {MAX_QUEUE_ENTRIES} are read",
+            ))
+            names = names[:MAX_QUEUE_ENTRIES]
+        for name in names + decided:
             try:
-                proposals.append(self._load(name))
+                proposal, tampered = self._load(name)
             except FileNotFoundError:
                 continue
             except ProposalRefused as exc:
                 refusals.append(Refusal(self.identity, name, exc.message))
+                continue
+            proposals.append(proposal)
+            if tampered:
+                refusals.append(Refusal(self.identity, name, tampered))
         return sorted(proposals, key=lambda p: p.id), refusals
 
-    def _load(self, name: str) -> Proposal:
+    def _load(self, name: str) -> tuple[Proposal, str]:
+        """The proposal of file ``name``, and why its file is suspect ('' when it is not).
+
+        Decided: the decision's copy, whatever the file says now. Pending:
+        the pinned copy, pinned at the first read; a file that no longer
+        matches its pin is refused.
+        """
         proposal_id = id_from_name(name)
-        data = read_untrusted(os.path.join(self.filings_dir, name), MAX_FILING_BYTES)
+        decision = self.decision(proposal_id)
+        try:
+            data = read_untrusted(os.path.join(self.filings_dir, name), MAX_FILING_BYTES)
+        except (FileNotFoundError, ProposalRefused) as exc:
+            if decision is None:
+                raise
+            gone = "is gone" if isinstance(exc, FileNotFoundError) else f"is refused ({exc})"
+            return proposal_view(decision.filing, decision), f"{name} {gone} since it was decided"
+        if decision is not None:
+            changed = digest(data) != decision.filing_digest
+            why = f"{name} was rewritten after it was decided; the decided copy stands" if changed else ""
+            return proposal_view(decision.filing, decision), why
+        pinned = self.store.read(self.identity, f"{PINS_DIR}/{name}")
+        if pinned is None:
+            parse_filing(data, name=name, identity=self.identity)
+            pinned = self._pin(name, data)
+        if pinned != data:
+            raise ProposalRefused(
+                f"{name} was rewritten after the host first read it ({digest(pinned)[:19]}...); "
+                "what a person saw may not be what it says now, so it is refused",
+                hint="nothing was applied; look at what runs in that bottle",
+            )
         filing: Filing = parse_filing(data, name=name, identity=self.identity)
-        return proposal_view(filing, self.decision(proposal_id))
+        return proposal_view(filing, None, filing_digest=digest(data)), ""
+
+    def _pin(self, name: str, data: bytes) -> bytes:
+        """Pin ``data`` as filing ``name`` unless another reader pinned it first; the pin that stands."""
+        directory = self.store.host_path(self.identity, PINS_DIR)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pin-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # link() never replaces: of two readers racing, the first pin wins.
+            os.link(tmp, os.path.join(directory, name))
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return self.store.read(self.identity, f"{PINS_DIR}/{name}") or b""
 
     def get(self, proposal_id: int) -> Proposal:
         """Proposal ``proposal_id``; ``ProposalRefused`` if it does not exist or its file is refused."""
         name = f"{proposal_id}.json"
         try:
-            return self._load(name)
+            return self._load(name)[0]
         except FileNotFoundError:
             raise ProposalRefused(
                 f"bottle {self.identity} has no proposal {proposal_id}",

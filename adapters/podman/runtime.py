@@ -181,8 +181,7 @@ class PodmanRuntime:
             "forcerm": True,
             "layers": True,
         }
-        if request.network_mode:
-            params["networkmode"] = request.network_mode
+        params.update(_build_network_params(request.network_mode))
         with self._errors(action):
             context = podman_api.create_tar(
                 anchor=request.context_dir, exclude=podman_api.prepare_containerignore(request.context_dir)
@@ -480,3 +479,23 @@ class PodmanRuntime:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _build_network_params(mode: str | None) -> dict[str, str]:
+    """The build API's network parameters for ``BuildRequest.network_mode``.
+
+    Podman's build API does not read Docker's ``networkmode`` as a mode: it
+    is buildah's network *configuration* policy, and with no ``nsoptions``
+    the RUN steps share the host's network namespace. So "none" is a private
+    namespace with networking disabled, the default a private namespace,
+    and anything else a named network to join.
+    """
+    if mode in (None, "", "default", "bridge"):
+        namespace: dict[str, object] = {"Name": "network"}
+    elif mode == "host":
+        namespace = {"Name": "network", "Host": True}
+    elif mode == "none":
+        return {"nsoptions": json.dumps([{"Name": "network"}]), "networkmode": "NetworkDisabled"}
+    else:
+        namespace = {"Name": "network", "Path": mode}
+    return {"nsoptions": json.dumps([namespace])}

@@ -16,6 +16,7 @@ import tempfile
 from datetime import datetime
 
 from bottle.core.proposals import (
+    MAX_DECISION_BYTES,
     MAX_FILING_BYTES,
     MAX_PROPOSAL_ID,
     Decision,
@@ -32,7 +33,7 @@ from bottle.core.proposals import (
 )
 
 _TMP_PREFIX = ".tmp-"
-DECISION_LIMIT = 64 * 1024
+DECISION_LIMIT = MAX_DECISION_BYTES
 # An agent gets this many undecided proposals at a time (disk and attention are finite).
 MAX_PENDING = 32
 

@@ -96,6 +96,25 @@ class TestBuildContract:
         assert backdoor.image(tag) is None
 
 
+NETWORK_PROBE_DOCKERFILE = """\
+ARG BASE=localhost/bottle-base:bookworm
+FROM ${BASE}
+RUN (python3 -c "import socket; socket.create_connection(('deb.debian.org', 80), timeout=10)" \\
+     && echo reached || echo unreachable) > /opt/net.txt
+"""
+
+
+class TestBuildNetworkContract:
+    """``network_mode="none"``: the RUN steps of a build reach nothing (an approved capability change's default)."""
+
+    @pytest.mark.parametrize("mode, expected", [("none", "unreachable"), (None, "reached")])
+    def test_a_build_reaches_the_network_only_when_allowed(self, runtime, tmp_path, tag, labels, make_container, needs_processes, mode, expected):
+        request = BuildRequest(context_dir=_context(tmp_path, NETWORK_PROBE_DOCKERFILE), tag=tag, labels=labels, network_mode=mode)
+        runtime.build_image(request)
+        name = make_container(image=tag)
+        assert runtime.exec(name, ["cat", "/opt/net.txt"]).stdout.decode().startswith(expected)
+
+
 class TestImportContract:
     def test_import_of_a_rootfs_tarball_makes_a_tagged_image(self, runtime, backdoor, tmp_path, tag, labels):
         tarball = tmp_path / "rootfs.tar"

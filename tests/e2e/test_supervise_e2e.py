@@ -33,6 +33,7 @@ import pytest
 from conftest import BASE_IMAGE, GENERIC_IMAGE, STUB_BODY, STUB_PORT, STUB_SCRIPT, Bottle, EgressNeighbour, Engine, agent_manifest
 
 from bottle.core import naming
+from bottle.core.state import HOST_AUDIT_LOG
 from bottle.ports.runtime import ContainerSpec, NetworkAttachment, NetworkInfo
 
 pytestmark = pytest.mark.e2e
@@ -192,7 +193,7 @@ def hosts_and_capability(
     assert sh(get(OTHER))[1].strip() == "403"
     rc, out = sh("python3 /tmp/bottle-propose wait 2 --timeout 10")
     assert rc == 3 and "rejected" in out and "not needed" in out, out
-    supervise_audit = jsonl(state / "audit" / "supervise.jsonl")
+    supervise_audit = jsonl(state / HOST_AUDIT_LOG)
     assert [(e["event"], e["proposal"]) for e in supervise_audit] == [("approved", 1), ("applied", 1), ("rejected", 2)]
     assert all(e["decided_by"] for e in supervise_audit)
 
@@ -209,7 +210,8 @@ def hosts_and_capability(
     assert rc == 0, out
     shown = cli("proposals", "show", f"{identity}/3")
     assert shown.returncode == 0 and "+RUN apt-get update" in shown.stdout, shown.stdout
-    approved = cli("proposals", "approve", f"{identity}/3", "--note", "ok")
+    # Its build fetches the package from the mirror, so the approver grants the build the network.
+    approved = cli("proposals", "approve", f"{identity}/3", "--note", "ok", "--build-network")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert f"bottle resume {identity}" in approved.stdout
     return transcript

@@ -44,6 +44,7 @@ def agent():  # type: ignore[no-untyped-def]
 def store(tmp_path: Path) -> Iterator[LocalStateStore]:
     s = LocalStateStore(str(tmp_path / "state"))
     s.write(ME, POLICY_FILE, egress_policy_bytes(agent(), ME))
+    s.write(ME, P.SUPERVISE_SETTINGS, P.encode_settings(P.supervise_settings(["GH_TOKEN"])))
     prepare_queue_dirs(s, ME, None)
     guard = FakeGuard(s, ME)
     yield s

@@ -384,15 +384,19 @@ def test_a_resume_keeps_preserved_state_and_shows_the_hint(store: LocalStateStor
     assert leftovers(runtime) == NOTHING
 
 
+@pytest.mark.parametrize("approved_network, expected_mode", [(False, "none"), (True, None)])
 def test_the_per_bottle_image_builds_from_a_context_holding_only_its_dockerfile(
-    store: LocalStateStore, tmp_path: Path
+    store: LocalStateStore, tmp_path: Path, approved_network: bool, expected_mode: str | None
 ) -> None:
     runtime = Runtime(images())
     store.write(ID, "metadata.json", b"{}")
     store.write(ID, "ca/guard.key", b"PRIVATE KEY OF THE GUARD CA", secret=True)
     store.write(ID, "Dockerfile", b"ARG BASE\nFROM ${BASE}\nLABEL kind=per-bottle\n")
     store.write(ID, "build/stale-from-last-time", b"old")
+    if approved_network:
+        store.write(ID, "Dockerfile.network", b"default\n")
     contexts: list[dict[str, bytes]] = []
+    modes: list[str | None] = []
     original = runtime.build_image
 
     def build(request, on_progress=None):  # type: ignore[no-untyped-def]
@@ -402,6 +406,7 @@ def test_the_per_bottle_image_builds_from_a_context_holding_only_its_dockerfile(
                 path = os.path.join(root, name)
                 files[os.path.relpath(path, request.context_dir)] = Path(path).read_bytes()
         contexts.append(files)
+        modes.append(request.network_mode)
         return original(request, on_progress)
 
     runtime.build_image = build  # type: ignore[method-assign]
@@ -415,6 +420,8 @@ def test_the_per_bottle_image_builds_from_a_context_holding_only_its_dockerfile(
         finally:
             launcher.teardown()
     assert contexts == [{"Dockerfile": b"ARG BASE\nFROM ${BASE}\nLABEL kind=per-bottle\n"}]
+    # An agent wrote that Dockerfile: its RUN steps reach no network unless the approver allowed it.
+    assert modes == [expected_mode]
     assert not store.exists(ID, "build"), "the copy goes once the image is built"
     assert leftovers(runtime) == NOTHING
 

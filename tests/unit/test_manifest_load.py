@@ -548,3 +548,12 @@ def test_the_reference_documents_every_field_and_default() -> None:
             assert any(d in text for d in documented), f"{struct.__name__}.{field.name}"
     assert f'`"{m.DEFAULT_MEMORY}"`' in text and f"`{m.DEFAULT_PIDS}`" in text
     assert "`bottle.tokens`" in text and "`bottle.cred_proxy`" in text
+
+
+def test_supervise_token_refs_are_token_refs_and_need_supervise() -> None:
+    agent = load_one({"image": "i", "bottle": {"supervise": True, "supervise_token_refs": ["GH_TOKEN", "file:~/.t/x"]}})
+    assert agent.bottle.supervise_token_refs == ("GH_TOKEN", "file:~/.t/x")
+    err = error_of({"image": "i", "bottle": {"supervise_token_refs": ["GH_TOKEN"]}})
+    assert "need supervise: true" in str(err)
+    err = error_of({"image": "i", "bottle": {"supervise": True, "supervise_token_refs": ["not a ref"]}})
+    assert "supervise_token_refs" in str(err)

@@ -28,7 +28,8 @@ def raw(f: P.Filing, **changes: object) -> bytes:
 
 
 def view(payload: P.Payload, status: str = "pending", pid: int = 1) -> P.Proposal:
-    p = P.proposal_view(filing(payload, pid), None)
+    f = filing(payload, pid)
+    p = P.proposal_view(f, None, filing_digest=P.digest(P.encode_filing(f)))
     return msgspec.structs.replace(p, status=status)
 
 
@@ -77,11 +78,36 @@ def test_dockerfile_rules() -> None:
     with pytest.raises(P.ProposalRefused, match=r"is \d+ bytes; the limit is 65536"):
         filing(P.CapabilityChange(big))
     with pytest.raises(P.ProposalRefused, match="ADD or COPY"):
-        filing(P.CapabilityChange("FROM x\nCOPY ca/guard.key /k\n"))
+        filing(P.CapabilityChange("ARG BASE\nFROM ${BASE}\nCOPY ca/guard.key /k\n"))
     with pytest.raises(P.ProposalRefused, match="no FROM"):
         filing(P.CapabilityChange("RUN true\n"))
-    # a multi-stage copy reads no build context
-    filing(P.CapabilityChange("FROM a AS b\nRUN true\nFROM c\nCOPY --from=b /x /x\n"))
+    # Anything but the bottle's own image as the one stage could pull in another image (another bottle's).
+    for text in (
+        "FROM debian\nRUN true\n",
+        "FROM localhost/bottle-agent-other-zzzzz\n",
+        "ARG BASE\nFROM ${BASE} AS b\nRUN true\nFROM ${BASE}\nCOPY --from=b /x /x\n",
+        "ARG BASE\nFROM ${BASE}\nCOPY --from=localhost/other:latest /workspace /w\n",
+    ):
+        with pytest.raises(P.ProposalRefused, match="exactly one stage|ADD or COPY"):
+            filing(P.CapabilityChange(text))
+    with pytest.raises(P.ProposalRefused, match="RUN --mount"):
+        filing(P.CapabilityChange("ARG BASE\nFROM ${BASE}\nRUN --mount=type=bind,from=other,target=/o cat /o/x\n"))
+    for directive in ("# syntax=docker/dockerfile:1", "# escape=`"):
+        with pytest.raises(P.ProposalRefused, match="parser directive"):
+            filing(P.CapabilityChange(f"{directive}\nARG BASE\nFROM ${{BASE}}\n"))
+    assert filing(P.CapabilityChange("ARG BASE\nFROM $BASE AS tools\nRUN true\n")).kind == "capability-change"
+
+
+def test_text_a_person_reads_carries_no_control_characters() -> None:
+    """An escape sequence in a reason or Dockerfile could rewrite what the operator's terminal shows."""
+    for evil in ("\x1b[2J\x1b[Happroved", "ok\rrm -rf", "\x1b]52;c;Zm9v\x07", "a\u202eb", "\x9b31m", "nul\x00"):
+        with pytest.raises(P.ProposalRefused, match="control character"):
+            filing(P.AllowHost("pypi.org"), reason=evil)
+        with pytest.raises(P.ProposalRefused, match="control character"):
+            filing(P.CapabilityChange(f"ARG BASE\nFROM ${{BASE}}\nRUN echo '{evil}'\n"))
+    with pytest.raises(P.ProposalRefused, match="control character"):
+        filing(P.AddRoute("https://api.example.com", "env:TOKEN", "bearer\x1b[8m"))
+    assert filing(P.AllowHost("pypi.org"), reason="line one\n\tline two").reason == "line one\n\tline two"
 
 
 def test_payload_from_request_refuses_host_fields_and_unknown_kinds() -> None:
@@ -128,8 +154,8 @@ def test_another_bottles_identity_is_refused() -> None:
 
 
 def test_an_oversized_dockerfile_written_straight_to_the_queue_is_refused() -> None:
-    f = filing(P.CapabilityChange("FROM x\n"))
-    data = raw(f, payload={"kind": "capability-change", "dockerfile": "FROM x\n" + "#" * 70000})
+    f = filing(P.CapabilityChange("ARG BASE\nFROM ${BASE}\n"))
+    data = raw(f, payload={"kind": "capability-change", "dockerfile": "ARG BASE\nFROM ${BASE}\n" + "#" * 70000})
     with pytest.raises(P.ProposalRefused, match="the limit is 65536"):
         P.parse_filing(data, name="1.json", identity=ME)
     with pytest.raises(P.ProposalRefused, match="a proposal is at most"):
@@ -175,7 +201,7 @@ def test_grants_parse_and_timed_grants_only_for_hosts() -> None:
     for bad in ("forever", "0s", "31d", "5x"):
         with pytest.raises(P.ProposalRefused):
             P.parse_grant(bad)
-    cap = view(P.CapabilityChange("FROM x\n"))
+    cap = view(P.CapabilityChange("ARG BASE\nFROM ${BASE}\n"))
     with pytest.raises(P.ProposalRefused, match="allow-host proposals only"):
         P.decide(cap, "approved", decided_by="a", now=NOW, grant=P.Grant("single-use"))
 
@@ -234,8 +260,8 @@ def test_routes_and_capability_changes_need_a_resume() -> None:
 def test_previews_show_the_allowlist_delta_and_the_dockerfile_diff() -> None:
     text = P.change_preview(view(P.AllowHost("api.example.com")), allow=("pypi.org",))
     assert text.splitlines() == ["  pypi.org", "+ api.example.com"]
-    diff = P.change_preview(view(P.CapabilityChange("FROM x\nRUN apt-get install -y jq\n")), dockerfile="FROM x\n")
-    assert "+RUN apt-get install -y jq" in diff and "-FROM x" not in diff
+    diff = P.change_preview(view(P.CapabilityChange("ARG BASE\nFROM ${BASE}\nRUN apt-get install -y jq\n")), dockerfile="ARG BASE\nFROM ${BASE}\n")
+    assert "+RUN apt-get install -y jq" in diff and "-FROM ${BASE}" not in diff
 
 
 def test_the_guard_confirmation_names_both_digests() -> None:
