@@ -62,6 +62,9 @@ _FILE_NAME = re.compile(r"^[1-9][0-9]{0,3}\.json$")
 # The sidecar files at most MAX_PROPOSAL_ID proposals; a directory holding
 # more entries was stuffed, and the host does not read past this many.
 MAX_QUEUE_ENTRIES = MAX_PROPOSAL_ID
+# What one scan reads of a queue at most: the dashboard scans every second,
+# and a stuffed queue must not make each scan read hundreds of megabytes.
+MAX_QUEUE_BYTES = 32 * 1024 * 1024
 LOCK_FILE = ".lock"
 SUPERVISE_AUDIT = HOST_AUDIT_LOG
 
@@ -133,7 +136,19 @@ class HostQueue:
                 f"the queue holds {len(names)} entries; only the first {MAX_QUEUE_ENTRIES} are read",
             ))
             names = names[:MAX_QUEUE_ENTRIES]
+        budget = MAX_QUEUE_BYTES
         for name in names + decided:
+            try:
+                budget -= os.lstat(os.path.join(self.filings_dir, name)).st_size
+            except OSError:
+                pass
+            if budget < 0:
+                refusals.append(Refusal(
+                    self.identity, FILINGS_DIR,
+                    f"the queue holds more than {MAX_QUEUE_BYTES // (1024 * 1024)} MiB of filings; "
+                    f"the rest, from {name} on, is not read",
+                ))
+                break
             try:
                 proposal, tampered = self._load(name)
             except FileNotFoundError:

@@ -334,6 +334,19 @@ def test_a_stuffed_queue_is_read_only_up_to_its_limit(store: LocalStateStore, mo
     assert refused[0].reason == "the queue holds 5 entries; only the first 3 are read"
 
 
+def test_a_queue_is_read_only_up_to_its_byte_budget(store: LocalStateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bottle.adapters.local import proposal_queue
+
+    q = sidecar(store)
+    for i in range(4):
+        q.file("r", P.AllowHost(f"h{i}.example"), NOW)
+    size = os.path.getsize(store.host_path(ME, "proposals/1.json"))
+    monkeypatch.setattr(proposal_queue, "MAX_QUEUE_BYTES", 2 * size + size // 2)
+    found, refused = HostQueue(store, ME).scan()
+    assert [p.id for p in found] == [1, 2]
+    assert "from 3.json on, is not read" in refused[0].reason
+
+
 # -- capability changes: the build's network, and failures ---------------------------------
 
 
