@@ -74,6 +74,7 @@ from bottle.core.plan import (
     LaunchPlan,
     gate_remotes,
 )
+from bottle.adapters.local.project_copy import copy_project
 from bottle.core.proposals import BUILD_NETWORK_MARKER, SUPERVISE_SETTINGS, encode_settings, supervise_settings
 from bottle.core.state import (
     METADATA,
@@ -440,7 +441,7 @@ class Launcher:
         try:
             if image.dockerfile == "(generated)":
                 work = tempfile.mkdtemp(prefix="bottle-project-")
-                shutil.copytree(image.context or ".", os.path.join(work, "project"), symlinks=True)
+                copy_project(image.context or ".", os.path.join(work, "project"))
                 agent = self.plan.container(naming.ROLE_AGENT)
                 user = agent.user if agent is not None and agent.user else "1000:1000"
                 with open(os.path.join(work, "Dockerfile"), "w", encoding="utf-8") as fh:

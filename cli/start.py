@@ -260,17 +260,29 @@ def check_can_ask(yes: bool) -> None:
         )
 
 
-def preflight(plan: LaunchPlan, yes: bool, note: str | None) -> None:
-    """Show the plan in words and ask y/N (``-y`` skips it); warnings are shown either way."""
+def project_copy_note(cwd: str, copy_cwd: bool) -> str | None:
+    """With ``--copy-cwd``: what the copy leaves out of the image (credential files, credentials in .git/config)."""
+    if not copy_cwd:
+        return None
+    from bottle.adapters.local.project_copy import survey_project  # noqa: PLC0415
+
+    summary = survey_project(cwd).summary()
+    return f"--copy-cwd: {summary}" if summary else None
+
+
+def preflight(plan: LaunchPlan, yes: bool, *notes: str | None) -> None:
+    """Show the plan in words and ask y/N (``-y`` skips it); warnings and notes are shown either way."""
     if yes:
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
-        if note:
-            click.echo(f"note: {note}", err=True)
+        for note in notes:
+            if note:
+                click.echo(f"note: {note}", err=True)
         return
     click.echo(render_text(plan), nl=False, err=True)
-    if note:
-        click.echo(f"note: {note}", err=True)
+    for note in notes:
+        if note:
+            click.echo(f"note: {note}", err=True)
     if not click.confirm("Start this bottle?", default=False, err=True):
         raise click.exceptions.Exit(1)
 
@@ -327,7 +339,7 @@ def launch_agent(
         interactive=interactive,
     )
     plan = plan_launch(agent, request, identity, {ref: True for ref in secrets})
-    preflight(plan, yes, users.note)
+    preflight(plan, yes, users.note, project_copy_note(cwd, copy_cwd))
     metadata = BottleMetadata(
         identity=identity,
         agent_name=agent.name,
@@ -383,8 +395,9 @@ def start(
     """
     if dry_run:
         plan, note = build_plan(state, agent, cwd, copy_cwd, command)
-        if note:
-            click.echo(f"note: {note}", err=True)
+        for line in (note, project_copy_note(cwd, copy_cwd)):
+            if line:
+                click.echo(f"note: {line}", err=True)
         if fmt == "json":
             click.echo(render_json(plan), nl=False)
             for warning in plan.warnings:

@@ -44,6 +44,7 @@ from bottle.core.gitpolicy import (
     push_allowed,
 )
 from bottle.core.secretscan import BROKERED, SecretScanner
+from bottle.ports.errors import InputError
 
 __all__ = [
     "CONFIG_ENV",
@@ -59,8 +60,10 @@ __all__ = [
     "GateConfig",
     "GateRemote",
     "GateVerdict",
+    "InsecureUpstream",
     "LogSplitter",
     "PushFinding",
+    "check_upstream",
     "decide_gate_push",
     "decode_gate_config",
     "encode_gate_config",
@@ -156,8 +159,53 @@ class GateConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return tuple(r.name for r in self.remotes)
 
 
+class InsecureUpstream(InputError):
+    """A brokered remote's upstream is not an ``https://`` repository URL without credentials in it.
+
+    The gate authenticates upstream with HTTP basic auth: over plain
+    ``http://`` the token would cross the network in clear text.
+    """
+
+
+def check_upstream(name: str, upstream: str) -> None:
+    """``InsecureUpstream`` unless ``upstream`` is ``https://host[:port]/path`` with no user or password in it.
+
+    The message names the remote and the scheme it got, never the URL (it
+    might hold a credential).
+    """
+    try:
+        parts = urllib.parse.urlsplit(upstream)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InsecureUpstream(
+            f"git remote {name!r}: the upstream is not a valid URL",
+            hint="write the repository's https:// URL, like https://github.com/org/repo.git",
+        ) from None
+    if parts.scheme.lower() != "https":
+        got = f"{parts.scheme}://"[:20] if parts.scheme else "no scheme"
+        raise InsecureUpstream(
+            f"git remote {name!r}: the upstream must be an https:// URL, got {got}",
+            hint="the git gate sends the remote's token with every request; it only does so over https "
+            "(plain http would send it in clear text). Use the host's https:// URL",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InsecureUpstream(
+            f"git remote {name!r} has credentials in its URL",
+            hint="remove user and password from the URL; the credential belongs in token_ref",
+        )
+    if not parts.hostname or parts.path.strip("/") == "":
+        raise InsecureUpstream(
+            f"git remote {name!r}: the upstream needs an https:// URL with a host and a repository path",
+            hint="write the repository's https:// URL, like https://github.com/org/repo.git",
+        )
+
+
 def gate_remote(plan_remote: object, waivers: Sequence[FindingWaiver] = (), username: str = DEFAULT_USERNAME) -> GateRemote:
-    """A ``GateRemote`` from a ``bottle.core.plan.GitRemotePlan`` (name, upstream, token_env, protected, allow)."""
+    """A ``GateRemote`` from a ``bottle.core.plan.GitRemotePlan`` (name, upstream, token_env, protected, allow).
+
+    ``InsecureUpstream`` if the upstream is not an https URL (``check_upstream``).
+    """
+    check_upstream(getattr(plan_remote, "name"), getattr(plan_remote, "upstream"))
     return GateRemote(
         name=getattr(plan_remote, "name"),
         upstream=getattr(plan_remote, "upstream"),
@@ -189,11 +237,10 @@ def decode_gate_config(text: str | bytes) -> GateConfig:
         if remote.name in seen:
             raise ValueError(f"{CONFIG_ENV}: remote {remote.name!r} appears twice")
         seen.add(remote.name)
-        parts = urllib.parse.urlsplit(remote.upstream)
-        if parts.scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/") == "":
-            raise ValueError(f"{CONFIG_ENV}: remote {remote.name!r} needs an https:// repository URL")
-        if parts.username or parts.password:
-            raise ValueError(f"{CONFIG_ENV}: remote {remote.name!r} has credentials in its URL; use token_ref")
+        try:
+            check_upstream(remote.name, remote.upstream)
+        except InsecureUpstream as exc:
+            raise ValueError(f"{CONFIG_ENV}: {exc}") from None
         if not re.match(r"^[A-Z_][A-Z0-9_]*$", remote.token_env):
             raise ValueError(f"{CONFIG_ENV}: remote {remote.name!r} has an invalid token_env")
         if not remote.username or any(c in remote.username for c in "\n\r\0"):

@@ -1,12 +1,14 @@
-"""A git credential helper that hands git the gate's token for one upstream host, from the environment.
+"""A git credential helper that hands git the gate's token for one upstream, from the environment.
 
 git runs it as ``credential.helper`` (configured by ``gitcmd.upstream_env``
 through ``GIT_CONFIG_*``) with the operation as its argument and the
 request on stdin. For ``get`` it answers with ``BOTTLE_GIT_CREDENTIAL_USER``
 and the value of the variable named by ``BOTTLE_GIT_CREDENTIAL_ENV``, but
-only when the request is for https on ``BOTTLE_GIT_CREDENTIAL_HOST``: a
-redirect or a submodule elsewhere gets nothing. ``store`` and ``erase`` are
-ignored, so the token is never written anywhere.
+only when the request is for https on exactly the host and port of
+``BOTTLE_GIT_CREDENTIAL_HOST`` (``host`` or ``host:port``; no port means
+443): a redirect, a submodule elsewhere or another service on the same
+host gets nothing. ``store`` and ``erase`` are ignored, so the token is
+never written anywhere.
 """
 
 from __future__ import annotations
@@ -15,6 +17,29 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import TextIO
+from urllib.parse import urlsplit
+
+HTTPS_PORT = 443
+
+
+def endpoint(host: str) -> tuple[str, int] | None:
+    """(lower-case host name, port) of ``host`` or ``host:port`` (``[v6]:port`` too); None if it is not one.
+
+    This is the shape of git's ``host=`` field, which carries the port
+    exactly when the URL names one; no port means https's 443.
+    """
+    if not host or any(c in host for c in "/?#@\\ \t\r\n\0"):
+        return None
+    try:
+        parts = urlsplit("//" + host)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.netloc != host:
+        return None
+    if host.endswith(":"):
+        return None
+    return parts.hostname.lower(), HTTPS_PORT if port is None else port
 
 
 def answer(operation: str, request: str, environ: Mapping[str, str]) -> str:
@@ -26,9 +51,9 @@ def answer(operation: str, request: str, environ: Mapping[str, str]) -> str:
         key, sep, value = line.partition("=")
         if sep:
             fields[key.strip()] = value
-    host = fields.get("host", "").lower()
-    # git sends host:port when the URL names a port.
-    if fields.get("protocol") != "https" or host.split(":", 1)[0] != environ.get("BOTTLE_GIT_CREDENTIAL_HOST", "\0"):
+    wanted = endpoint(environ.get("BOTTLE_GIT_CREDENTIAL_HOST", ""))
+    asked = endpoint(fields.get("host", ""))
+    if fields.get("protocol") != "https" or wanted is None or asked != wanted:
         return ""
     token = environ.get(environ.get("BOTTLE_GIT_CREDENTIAL_ENV", ""), "")
     user = environ.get("BOTTLE_GIT_CREDENTIAL_USER", "")

@@ -26,14 +26,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = GateSettings.from_env(env)
         prepare_runtime(settings)
-    except GateError as exc:
+        server = serve(settings, env)
+    except (GateError, OSError) as exc:
         print(f"bottle git gate: cannot start: {exc}", file=sys.stderr)
         return 2
     for remote in settings.config.remotes:
         if remote.token_env not in settings.tokens:
             print(f"bottle git gate: warning: no credential for remote {remote.name} ({remote.token_env} is empty)",
                   file=sys.stderr)
-    server = serve(settings, env)
 
     def stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

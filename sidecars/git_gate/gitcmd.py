@@ -3,8 +3,8 @@
 Every git the gate runs against an upstream gets an environment built here
 from scratch: no user or system configuration, no terminal prompts, the
 trusted CA bundle, and one credential helper (``bottle.sidecars.git_gate.credential``)
-that reads the remote's token from the environment and answers only for the
-upstream's own host. The token is never on a command line, in a
+that reads the remote's token from the environment and answers only for
+https on the upstream's own host and port. The token is never on a command line, in a
 repository's configuration, or in what the gate prints: git's output is
 redacted with the scanner that knows the token before anyone sees it.
 
@@ -19,7 +19,7 @@ Container contract (the launch plan sets these):
                                    on top of the system CAs
     BOTTLE_GIT_ROOT                where the bare repositories live (/srv/git)
     BOTTLE_AUDIT_LOG               /var/log/bottle/git-gate.jsonl by default
-    BOTTLE_RUNTIME_DIR             scratch space (hook, empty HOME, CA bundle)
+    BOTTLE_RUNTIME_DIR             scratch space (hook, its socket, empty HOME, CA bundle)
     BOTTLE_LISTEN_PORT             8080 by default
 """
 
@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +45,7 @@ from bottle.core.gitgate import CONFIG_ENV, GATE_ROOT, GateConfig, GateRemote, d
 from bottle.core.naming import ROLE_GIT_GATE
 from bottle.core.secretscan import BrokeredSecret, SecretScanner
 from bottle.sidecars._shared import AUDIT_DIR, AuditLog, system_ca_bundle, write_ca_bundle
+from bottle.sidecars.git_gate.handoff import HandoffError, check_socket_path
 
 _GIT_TOKEN = re.compile(r"^BOTTLE_GIT_TOKEN_[0-9]+$")
 CREDENTIAL_ENV = "BOTTLE_GIT_CREDENTIAL_ENV"
@@ -59,7 +61,7 @@ class GateError(Exception):
 
 @dataclass(frozen=True)
 class GateSettings:
-    """Everything the gate's processes (server and hook) read from their environment."""
+    """Everything the gate's server reads from its environment (the hook process reads none of it)."""
 
     identity: str
     role: str
@@ -113,6 +115,11 @@ class GateSettings:
         return os.path.join(self.runtime_dir, "home")
 
     @property
+    def hook_socket(self) -> str:
+        """Where the server answers its hooks (``bottle.sidecars.git_gate.handoff``)."""
+        return os.path.join(self.runtime_dir, "hook.sock")
+
+    @property
     def ca_bundle(self) -> str:
         return os.path.join(self.runtime_dir, "upstream-ca.pem")
 
@@ -144,15 +151,20 @@ def load_git_tokens(environ: Mapping[str, str]) -> dict[str, str]:
 def prepare_runtime(settings: GateSettings, python: str = sys.executable) -> None:
     """Write the hook, an empty HOME and the CA bundle; create and configure every bare repository.
 
-    Idempotent. ``GateError`` if a file cannot be written or a repository
-    cannot be created.
+    The hook script names the server's socket on its command line, so the
+    hook needs nothing from its environment. Idempotent. ``GateError`` if a
+    file cannot be written or a repository cannot be created.
     """
+    try:
+        check_socket_path(settings.hook_socket)
+    except HandoffError as exc:
+        raise GateError(str(exc)) from None
     try:
         os.makedirs(settings.hooks_dir, mode=0o755, exist_ok=True)
         os.makedirs(settings.home, mode=0o700, exist_ok=True)
         hook = os.path.join(settings.hooks_dir, "pre-receive")
         with open(hook + ".tmp", "w", encoding="utf-8") as f:
-            f.write(f'#!/bin/sh\nexec "{python}" -m bottle.sidecars.git_gate.hook "$@"\n')
+            f.write(f"#!/bin/sh\nexec {shlex.quote(python)} -m bottle.sidecars.git_gate.hook {shlex.quote(settings.hook_socket)}\n")
         os.chmod(hook + ".tmp", 0o755)
         os.replace(hook + ".tmp", hook)
         system = system_ca_bundle()
@@ -223,7 +235,7 @@ def upstream_env(
 
     The credential helper is configured through ``GIT_CONFIG_*`` variables,
     so no repository configuration ever names it; it is handed the name of
-    the token's variable, the host it may answer for and the user name.
+    the token's variable, the host (and port) it may answer for and the user name.
     ``GateError`` if the gate holds no token for the remote.
     """
     token = settings.tokens.get(remote.token_env)
@@ -239,8 +251,8 @@ def upstream_env(
         ("credential.useHttpPath", "false"),
         ("http.followRedirects", "false"),
         ("protocol.allow", "never"),
+        # https only: basic auth over plain http would hand the token to the network.
         ("protocol.https.allow", "always"),
-        ("protocol.http.allow", "always"),
         ("core.askPass", ""),
     ]
     if os.path.isfile(settings.ca_bundle):
@@ -248,7 +260,8 @@ def upstream_env(
     _set_config(env, config)
     env[remote.token_env] = token
     env[CREDENTIAL_ENV] = remote.token_env
-    env[CREDENTIAL_HOST] = (urlsplit(remote.upstream).hostname or "").lower()
+    # host[:port] exactly as git will send it (the helper compares port too).
+    env[CREDENTIAL_HOST] = urlsplit(remote.upstream).netloc.lower()
     env[CREDENTIAL_USER] = remote.username
     env["GIT_ASKPASS"] = "/bin/false"
     return env

@@ -1,13 +1,17 @@
 """The gate's pre-receive hook: scan what a push adds, apply the branch rules, push upstream.
 
-``git receive-pack`` runs it (``core.hooksPath``) in the gate's bare
+``git receive-pack`` runs the hook (``core.hooksPath``) in the gate's bare
 repository with the pushed objects in quarantine and the ref updates on
-stdin. It gathers facts with git — fast-forwardness, the new commits'
-patches (``PUSH_LOG_ARGS``) and raw objects — and leaves every decision to
+stdin. The hook process itself holds no credential and no settings (its
+environment has no ``BOTTLE_*`` variable): ``main`` only hands the push to
+the gate's server over its unix socket (``bottle.sidecars.git_gate.handoff``),
+and the server runs ``serve_push`` here. That gathers facts with git —
+fast-forwardness, the new commits' patches (``PUSH_LOG_ARGS``) and raw
+objects, read through the quarantine — and leaves every decision to
 ``bottle.core.gitgate``. When the push is accepted it sends the same ref
 updates to the real upstream with the real credential and relays the
 upstream's verdict; the gate's refs move only if the upstream took them.
-Whatever it prints reaches the agent as ``remote:`` lines and is redacted
+Whatever it says reaches the agent as ``remote:`` lines and is redacted
 first. Every push gets one audit line. Any failure refuses the push.
 """
 
@@ -19,7 +23,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO
+from typing import IO, TextIO
 
 from bottle.core.gitgate import (
     PUSH_LOG_ARGS,
@@ -47,12 +51,13 @@ from bottle.sidecars.git_gate.gitcmd import (
     run,
     upstream_env,
 )
+from bottle.sidecars.git_gate.handoff import QUARANTINE, PushRequest, Say, hand_over, request_from_hook
 
 RULE_UPSTREAM_REJECTED = "upstream-rejected"
 RULE_GATE_ERROR = "gate-error"
 _CHUNK = 1 << 20
-# What receive-pack hands its hooks so they can read the quarantined objects.
-_QUARANTINE = ("GIT_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
+# The repository and what receive-pack hands its hooks so they can read the quarantined objects.
+_QUARANTINE = ("GIT_DIR", *QUARANTINE)
 
 
 def _is_null(sha: str) -> bool:
@@ -213,9 +218,13 @@ def upstream_push_argv(remote: GateRemote, updates: Sequence[PushRefUpdate], fas
     return argv + [remote.upstream, *refspecs]
 
 
-def _say(text: str, scanner: SecretScanner) -> None:
-    sys.stderr.write(scanner.redact(text))
+def _stderr(text: str) -> None:
+    sys.stderr.write(text)
     sys.stderr.flush()
+
+
+def _say(text: str, scanner: SecretScanner, say: Say) -> None:
+    say(scanner.redact(text))
 
 
 def _summary(updates: Sequence[PushRefUpdate]) -> str:
@@ -225,8 +234,13 @@ def _summary(updates: Sequence[PushRefUpdate]) -> str:
     return "; ".join(f"{u.ref} {short(u.old_sha)}..{short(u.new_sha)}" for u in updates)
 
 
-def handle_push(settings: GateSettings, remote: GateRemote, stdin: bytes, environ: Mapping[str, str]) -> int:
-    """Decide, push upstream and audit one push; the hook's exit code (0 lets the gate's refs move)."""
+def handle_push(settings: GateSettings, remote: GateRemote, stdin: bytes, environ: Mapping[str, str],
+                say: Say = _stderr) -> int:
+    """Decide, push upstream and audit one push; the hook's exit code (0 lets the gate's refs move).
+
+    ``environ`` holds ``GIT_DIR`` and the quarantine variables of the push;
+    everything the agent should read goes to ``say``, redacted.
+    """
     scanner = settings.scanner()
     git_dir = environ.get("GIT_DIR", settings.repo(remote))
     env = _git_env(settings, environ)
@@ -241,33 +255,34 @@ def handle_push(settings: GateSettings, remote: GateRemote, stdin: bytes, enviro
         verdict = decide_gate_push(updates, remote.branch_rules(), ff, findings, remote.waivers, types)
     except Exception as exc:  # noqa: BLE001 - any failure refuses the push, with one line, no traceback
         detail = str(exc) if isinstance(exc, (GateError, ValueError, OSError)) else f"internal error ({type(exc).__name__})"
-        _say(f"bottle git gate: push to {remote.name} REFUSED; nothing was sent upstream\n  gate error: {detail}\n", scanner)
+        _say(f"bottle git gate: push to {remote.name} REFUSED; nothing was sent upstream\n  gate error: {detail}\n", scanner, say)
         audit(settings, scanner, event="push", remote=remote, allow=False, rule=RULE_GATE_ERROR,
               reason=f"{_summary(updates)}: {detail}")
         return 1
-    _say(verdict_message(verdict, remote.name, scanner), scanner)
+    _say(verdict_message(verdict, remote.name, scanner), scanner, say)
     if not verdict.accepted:
-        _audit_verdict(settings, scanner, remote, updates, verdict, allow=False, rule=verdict.rule, note="refused by the gate")
+        _audit_verdict(settings, scanner, remote, updates, verdict, allow=False, rule=verdict.rule, note="refused by the gate",
+                       say=say)
         return 1
-    return _push_upstream(settings, remote, updates, ff, verdict, scanner, environ)
+    return _push_upstream(settings, remote, updates, ff, verdict, scanner, environ, say)
 
 
 def _audit_verdict(settings: GateSettings, scanner: SecretScanner, remote: GateRemote, updates: Sequence[PushRefUpdate],
-                   verdict: GateVerdict, *, allow: bool, rule: str, note: str) -> None:
+                   verdict: GateVerdict, *, allow: bool, rule: str, note: str, say: Say) -> None:
     described = [f.describe() for f in verdict.findings] + [f"waived: {f.describe()}" for f in verdict.waived]
     refused = [f"{d.ref}: {d.rule}" for d in verdict.decisions if not d.allowed]
     reason = f"{_summary(updates)}: {note}" + (f" ({', '.join(refused)})" if refused else "")
     if not audit(settings, scanner, event="push", remote=remote, allow=allow, rule=rule, reason=reason, findings=described):
-        _say("bottle git gate: warning: the audit log could not be written\n", scanner)
+        _say("bottle git gate: warning: the audit log could not be written\n", scanner, say)
 
 
 def _push_upstream(settings: GateSettings, remote: GateRemote, updates: Sequence[PushRefUpdate], ff: Mapping[str, bool],
-                   verdict: GateVerdict, scanner: SecretScanner, environ: Mapping[str, str]) -> int:
+                   verdict: GateVerdict, scanner: SecretScanner, environ: Mapping[str, str], say: Say) -> int:
     try:
         env = upstream_env(settings, remote, environ)
     except GateError as exc:
-        _say(f"bottle git gate: push to {remote.name} not sent: {exc}\n", scanner)
-        _audit_verdict(settings, scanner, remote, updates, verdict, allow=False, rule=RULE_GATE_ERROR, note=str(exc))
+        _say(f"bottle git gate: push to {remote.name} not sent: {exc}\n", scanner, say)
+        _audit_verdict(settings, scanner, remote, updates, verdict, allow=False, rule=RULE_GATE_ERROR, note=str(exc), say=say)
         return 1
     env.update({k: environ[k] for k in _QUARANTINE if k in environ})
     argv = upstream_push_argv(remote, updates, ff)
@@ -277,13 +292,13 @@ def _push_upstream(settings: GateSettings, remote: GateRemote, updates: Sequence
     lines = (result.stderr + result.stdout).decode("utf-8", "replace").splitlines()
     relayed = "".join(f"  upstream: {line}\n" for line in lines if line.strip())
     if result.returncode == 0:
-        _say(f"bottle git gate: {remote.upstream} accepted the push\n{relayed}", scanner)
-        _audit_verdict(settings, scanner, remote, updates, verdict, allow=True, rule="ok", note="pushed upstream")
+        _say(f"bottle git gate: {remote.upstream} accepted the push\n{relayed}", scanner, say)
+        _audit_verdict(settings, scanner, remote, updates, verdict, allow=True, rule="ok", note="pushed upstream", say=say)
         return 0
     _say(f"bottle git gate: {remote.upstream} REFUSED the push (its own answer follows); the gate's copy is unchanged\n"
-         f"{relayed}", scanner)
+         f"{relayed}", scanner, say)
     _audit_verdict(settings, scanner, remote, updates, verdict, allow=False, rule=RULE_UPSTREAM_REJECTED,
-                   note=f"upstream refused: {last_line(result.stderr)}")
+                   note=f"upstream refused: {last_line(result.stderr)}", say=say)
     return 1
 
 
@@ -294,19 +309,43 @@ def remote_for(settings: GateSettings, git_dir: str) -> GateRemote | None:
     return settings.config.remote(name)
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
+def _within(path: str, root: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)
+
+
+def serve_push(settings: GateSettings, request: PushRequest, inherit: Mapping[str, str], say: Say) -> int:
+    """The server's answer to a hook: ``handle_push`` for the brokered remote whose repository ``request`` names.
+
+    Refuses (exit 1, one line to ``say``) a repository that is not one of
+    the gate's, or quarantine paths outside it. ``inherit`` is the server's
+    own environment (only ``PATH`` and the like are kept from it).
+    """
+    remote = remote_for(settings, request.git_dir)
+    root = os.path.realpath(settings.repo(remote)) if remote is not None else ""
+    if remote is None or os.path.realpath(request.git_dir) != root:
+        say("bottle git gate: push refused: this repository is not a brokered remote\n")
+        return 1
+    paths = [p for key, value in request.env.items()
+             for p in (value.split(os.pathsep) if key == "GIT_ALTERNATE_OBJECT_DIRECTORIES" else [value])]
+    if not all(p and _within(p, root) for p in paths):
+        say("bottle git gate: push refused: receive-pack's quarantine is outside the repository\n")
+        return 1
+    environ = {**inherit, **request.env, "GIT_DIR": root}
+    return handle_push(settings, remote, request.stdin, environ, say)
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None,
+         stdin: IO[bytes] | None = None, err: TextIO | None = None) -> int:
+    """The hook process: hand the push to the server at the socket named by ``argv[0]``; the server's exit code."""
+    args = sys.argv[1:] if argv is None else argv
     env = environ if environ is not None else os.environ
-    try:
-        settings = GateSettings.from_env(env)
-    except GateError as exc:
-        sys.stderr.write(f"bottle git gate: push refused: {exc}\n")
+    out = err if err is not None else sys.stderr
+    if not args:
+        out.write("bottle git gate: push refused: the hook does not know the gate's socket\n")
         return 1
-    git_dir = env.get("GIT_DIR", ".")
-    remote = remote_for(settings, git_dir)
-    if remote is None:
-        sys.stderr.write("bottle git gate: push refused: this repository is not a brokered remote\n")
-        return 1
-    return handle_push(settings, remote, sys.stdin.buffer.read(), env)
+    data = (stdin if stdin is not None else sys.stdin.buffer).read()
+    return hand_over(args[0], request_from_hook(env, os.getcwd(), data), out)
 
 
 if __name__ == "__main__":

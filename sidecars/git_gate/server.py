@@ -10,9 +10,14 @@ always sees the upstream's current refs and a push is checked against
 them. If the upstream cannot be reached the request fails with 502 and a
 one-line reason the agent's git prints.
 
-``git http-backend`` runs as a CGI program with an environment built here:
-the gate's own settings plus the CGI variables; of the request's headers
-only the few git needs are passed on (never ``Proxy``: "httpoxy").
+``git http-backend`` runs as a CGI program with an environment built from
+scratch (``cgi_env``): ``PATH`` and the locale, an empty ``HOME``, the
+repositories' root and the CGI variables; of the request's headers only the
+few git needs are passed on (never ``Proxy``: "httpoxy"). No ``BOTTLE_*``
+variable reaches it, so neither it nor anything it runs (receive-pack, the
+pre-receive hook) holds a token or is told where the secrets file is: the hook hands each
+push back to this process over a unix socket (``handoff.HookListener``),
+and the push is decided and sent upstream here (``hook.serve_push``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
@@ -30,10 +36,51 @@ from urllib.parse import parse_qs
 from bottle.core.gitgate import HEALTH_PATH, GateRemote, parse_gate_path
 from bottle.core.secretscan import SecretScanner
 from bottle.sidecars.git_gate.gitcmd import GateError, GateSettings, audit, local_env, refresh
+from bottle.sidecars.git_gate.handoff import HandoffError, HookListener, PushRequest, Say
+from bottle.sidecars.git_gate.hook import serve_push
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
 _PASS_HEADERS = ("Content-Type", "Content-Encoding", "Git-Protocol", "Accept", "User-Agent")
 _CHUNK = 64 * 1024
+
+
+def cgi_env(
+    settings: GateSettings,
+    inherit: Mapping[str, str],
+    *,
+    method: str,
+    path_info: str,
+    query: str,
+    remote_addr: str,
+    headers: Mapping[str, str] | Message,
+) -> dict[str, str]:
+    """The environment of ``git http-backend`` for one request: git's own, the CGI variables, no credential.
+
+    From ``inherit`` (the gate's environment) only ``PATH``, the locale and
+    Python's search path are kept (``gitcmd.local_env``); never a
+    ``BOTTLE_*`` variable. Of ``headers`` only ``_PASS_HEADERS`` are passed.
+    """
+    env = local_env(settings, inherit)
+    env.update(
+        GIT_PROJECT_ROOT=settings.root,
+        GIT_HTTP_EXPORT_ALL="1",
+        GATEWAY_INTERFACE="CGI/1.1",
+        SERVER_PROTOCOL="HTTP/1.1",
+        REQUEST_METHOD=method,
+        PATH_INFO=path_info,
+        QUERY_STRING=query,
+        REMOTE_ADDR=remote_addr,
+        REMOTE_USER="agent",
+    )
+    length = headers.get("Content-Length")
+    if length is not None:
+        env["CONTENT_LENGTH"] = length
+    for name in _PASS_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            key = "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_")
+            env[key] = value
+    return env
 
 
 class GateHTTPServer(ThreadingHTTPServer):
@@ -45,7 +92,23 @@ class GateHTTPServer(ThreadingHTTPServer):
         self.environ = dict(environ)
         self.scanner: SecretScanner = settings.scanner()
         self._locks: dict[str, threading.Lock] = {r.name: threading.Lock() for r in settings.config.remotes}
-        super().__init__(address, GateHandler)
+        try:
+            self.hooks = HookListener(settings.hook_socket, self.answer_hook)
+        except (HandoffError, OSError) as exc:
+            raise GateError(f"cannot listen for the push hook at {settings.hook_socket}: {exc}") from None
+        try:
+            super().__init__(address, GateHandler)
+        except BaseException:
+            self.hooks.close()
+            raise
+        self.hooks.start()
+
+    def answer_hook(self, request: PushRequest, say: Say) -> int:
+        return serve_push(self.settings, request, self.environ, say)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.hooks.close()
 
     def refresh(self, remote: GateRemote) -> None:
         with self._locks[remote.name]:
@@ -120,30 +183,10 @@ class GateHandler(BaseHTTPRequestHandler):
 
     # -- the CGI program -------------------------------------------------------
     def _cgi_env(self, method: str, path_info: str, query: str) -> dict[str, str]:
-        # The hook that receive-pack runs inherits this: it needs the gate's
-        # BOTTLE_* settings and credentials, and nothing from the request.
-        env = local_env(self.server.settings, self.server.environ)
-        env.update({k: v for k, v in self.server.environ.items() if k.startswith("BOTTLE_")})
-        env.update(
-            GIT_PROJECT_ROOT=self.server.settings.root,
-            GIT_HTTP_EXPORT_ALL="1",
-            GATEWAY_INTERFACE="CGI/1.1",
-            SERVER_PROTOCOL="HTTP/1.1",
-            REQUEST_METHOD=method,
-            PATH_INFO=path_info,
-            QUERY_STRING=query,
-            REMOTE_ADDR=self.client_address[0],
-            REMOTE_USER="agent",
+        return cgi_env(
+            self.server.settings, self.server.environ, method=method, path_info=path_info, query=query,
+            remote_addr=self.client_address[0], headers=self.headers,
         )
-        length = self.headers.get("Content-Length")
-        if length is not None:
-            env["CONTENT_LENGTH"] = length
-        for name in _PASS_HEADERS:
-            value = self.headers.get(name)
-            if value is not None:
-                key = "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_")
-                env[key] = value
-        return env
 
     def _feed(self, stdin: BinaryIO) -> None:
         """Copy the request body (Content-Length or chunked) into the CGI program, then close its stdin."""
@@ -249,5 +292,9 @@ class GateHandler(BaseHTTPRequestHandler):
 
 
 def serve(settings: GateSettings, environ: Mapping[str, str], host: str = "0.0.0.0") -> GateHTTPServer:
-    """A server bound to ``settings.listen_port`` (not yet serving; call ``serve_forever``)."""
+    """A server bound to ``settings.listen_port`` (not yet serving; call ``serve_forever``).
+
+    Its hook listener (``settings.hook_socket``) already answers; ``server_close``
+    stops both. ``GateError`` if the socket cannot be bound.
+    """
     return GateHTTPServer((host, settings.listen_port), settings, environ)

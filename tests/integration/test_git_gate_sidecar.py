@@ -433,6 +433,30 @@ class TestGateProcesses(GateBehaviour):
                 assert TOKEN.encode() not in path.read_bytes(), path
         assert TOKEN not in world.gate_stderr()
 
+    def test_http_backend_and_the_hook_never_hold_the_credential(self, world: HostWorld) -> None:
+        # Wrap the gate's hook: record its own environment and its parents' (receive-pack,
+        # http-backend) during a real push, then let the real hook run.
+        hook = world.tmp / "gate-run" / "hooks" / "pre-receive"
+        real = hook.with_name("pre-receive.real")
+        dump = world.tmp / "hook-env.txt"
+        hook.rename(real)
+        hook.write_text(
+            "#!/bin/sh\n"
+            f"{{ env; tr '\\0' '\\n' < /proc/$PPID/environ; pp=$(cut -d' ' -f4 /proc/$PPID/stat);"
+            f" tr '\\0' '\\n' < /proc/$pp/environ; }} > {shlex.quote(str(dump))}\n"
+            f"exec {shlex.quote(str(real))}\n"
+        )
+        hook.chmod(0o755)
+        try:
+            _clone(world, "e1")
+            rc, out = world.agent("cd e1 && git checkout -qb envcheck && git commit -q --allow-empty -m e && git push origin envcheck")
+        finally:
+            real.replace(hook)
+        assert rc == 0 and "accepted the push" in out, out
+        seen = dump.read_text()
+        assert "GIT_QUARANTINE_PATH=" in seen and "GIT_PROJECT_ROOT=" in seen
+        assert TOKEN not in seen and "BOTTLE_" not in seen
+
     def test_paths_other_than_smart_http_are_refused(self, world: HostWorld) -> None:
         import urllib.error
         import urllib.request

@@ -8,6 +8,7 @@ generated diffs for the property tests.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -24,8 +25,10 @@ from bottle.core.gitgate import (
     FindingWaiver,
     GateConfig,
     GateRemote,
+    InsecureUpstream,
     LogSplitter,
     PushFinding,
+    check_upstream,
     decide_gate_push,
     decode_gate_config,
     encode_gate_config,
@@ -41,7 +44,9 @@ from bottle.core.gitgate import (
     upstream_forms,
     verdict_message,
 )
+from bottle.core.errors import ManifestError
 from bottle.core.gitpolicy import BranchRules, PushRefUpdate
+from bottle.core.manifest_load import parse_json_manifest
 from bottle.core.secretscan import BROKERED, BrokeredSecret, SecretScanner
 
 AWS_ID = "AKIAABCDEFGHIJKLMNOP"
@@ -82,6 +87,9 @@ def test_config_round_trips_through_the_env_value() -> None:
         ({"upstream": "ftp://h/r"}, "https://"),
         ({"upstream": "https://h/"}, "https://"),
         ({"upstream": "https://user:hunter2secret@h/r.git"}, "credentials in its URL"),
+        ({"upstream": "http://h/r.git"}, "must be an https:// URL, got http://"),
+        ({"upstream": "HTTP://h/r.git"}, "must be an https:// URL"),
+        ({"upstream": "https://h:notaport/r.git"}, "not a valid URL"),
         ({"token_env": "lower"}, "token_env"),
         ({"username": "a\nb"}, "username"),
     ],
@@ -122,6 +130,37 @@ def test_gate_remote_from_a_plan_entry() -> None:
 
     plan = PlanRemote("origin", "https://h/o/r.git", "http://git-gate:8080/origin.git", "env:T", "BOTTLE_GIT_TOKEN_0", True, ("main",))
     assert gate_remote(plan) == GateRemote("origin", "https://h/o/r.git", "BOTTLE_GIT_TOKEN_0", ("main",), ())
+    # A plan made from a manifest that skipped validation still never sends a token over http.
+    insecure = PlanRemote("origin", "http://h/o/r.git", "http://git-gate:8080/origin.git", "env:T", "BOTTLE_GIT_TOKEN_0", True)
+    with pytest.raises(InsecureUpstream) as err:
+        gate_remote(insecure)
+    assert err.value.exit_code == 2 and "https" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    ["https://github.com/o/r.git", "https://git.example.test:8443/o/r", "https://[fd00::1]:8443/o/r.git"],
+)
+def test_https_upstreams_pass(upstream: str) -> None:
+    check_upstream("origin", upstream)
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    ["http://github.com/o/r.git", "git://github.com/o/r.git", "ssh://git@github.com/o/r.git", "github.com/o/r.git",
+     "https://tok@github.com/o/r.git", "https:///o/r.git"],
+)
+def test_other_upstreams_are_refused_without_quoting_them(upstream: str) -> None:
+    with pytest.raises(InsecureUpstream) as err:
+        check_upstream("origin", upstream)
+    assert "origin" in str(err.value) and upstream not in str(err.value) and err.value.hint
+
+
+def test_the_manifest_refuses_an_http_git_upstream() -> None:
+    remote = {"name": "o", "upstream": "http://git.example.com/o/r.git", "token_ref": "T"}
+    with pytest.raises(ManifestError) as err:
+        parse_json_manifest(json.dumps({"agents": {"a": {"image": "x", "bottle": {"git": [remote]}}}}), "m.json", "/p")
+    assert err.value.field == "agents.a.bottle.git[0].upstream" and "https://" in err.value.problem
 
 
 # -- addresses ------------------------------------------------------------------

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bottle.core.gitgate import GateRemote, encode_gate_config
 from bottle.core.gitpolicy import PushRefUpdate
@@ -81,10 +83,43 @@ HELPER_ENV = {
 }
 
 
-@pytest.mark.parametrize("host", ["git.example.test", "GIT.example.test", "git.example.test:8443"])
+ANSWER = f"username=x-access-token\npassword={TOKEN}\n"
+
+
+@pytest.mark.parametrize("host", ["git.example.test", "GIT.example.test", "git.example.test:443"])
 def test_credential_helper_answers_for_its_own_host(host: str) -> None:
     request = f"protocol=https\nhost={host}\npath=org/repo.git\n"
-    assert credential.answer("get", request, HELPER_ENV) == f"username=x-access-token\npassword={TOKEN}\n"
+    assert credential.answer("get", request, HELPER_ENV) == ANSWER
+
+
+@pytest.mark.parametrize(
+    ("upstream_host", "asked", "answers"),
+    [
+        ("git.example.test", "git.example.test:8443", False),
+        ("git.example.test:8443", "git.example.test:8443", True),
+        ("git.example.test:8443", "git.example.test", False),
+        ("git.example.test:8443", "git.example.test:443", False),
+        ("git.example.test:8443", "git.example.test:8444", False),
+        ("git.example.test:443", "git.example.test", True),
+        ("[fd00::1]:8443", "[FD00::1]:8443", True),
+        ("[fd00::1]:8443", "[fd00::1]", False),
+        ("git.example.test:8443", "git.example.test:8443@evil.example", False),
+        ("git.example.test:8443", "git.example.test:http", False),
+    ],
+)
+def test_credential_helper_matches_the_port_exactly(upstream_host: str, asked: str, answers: bool) -> None:
+    env = {**HELPER_ENV, "BOTTLE_GIT_CREDENTIAL_HOST": upstream_host}
+    assert credential.answer("get", f"protocol=https\nhost={asked}\n", env) == (ANSWER if answers else "")
+    # The same host and port over plain http never gets the token.
+    assert credential.answer("get", f"protocol=http\nhost={asked}\n", env) == ""
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_credential_helper_answers_no_other_host_text(asked: str) -> None:
+    out = credential.answer("get", f"protocol=https\nhost={asked}\n", {**HELPER_ENV, "BOTTLE_GIT_CREDENTIAL_HOST": "git.example.test:8443"})
+    if out:
+        host, _, port = asked.lower().rpartition(":")
+        assert host == "git.example.test" and port.isascii() and port.isdigit() and int(port) == 8443
 
 
 @pytest.mark.parametrize(
@@ -125,6 +160,16 @@ def test_upstream_env_configures_the_helper_without_the_token_in_any_config(tmp_
     assert env["HOME"] == s.home and env["GIT_TERMINAL_PROMPT"] == "0"
     assert "GIT_DIR" not in env and "SSH_AUTH_SOCK" not in env
     assert config["http.followRedirects"] == "false" and config["protocol.allow"] == "never"
+    assert config["protocol.https.allow"] == "always" and "protocol.http.allow" not in config
+
+
+def test_upstream_env_pins_the_credential_to_the_upstreams_port(tmp_path: Path) -> None:
+    remote = GateRemote("origin", "https://Git.Example.test:8443/org/repo.git", "BOTTLE_GIT_TOKEN_0")
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN, BOTTLE_GIT_REMOTES=encode_gate_config([remote])))
+    env = upstream_env(s, remote, inherit={"PATH": "/usr/bin"})
+    assert env["BOTTLE_GIT_CREDENTIAL_HOST"] == "git.example.test:8443"
+    assert credential.answer("get", "protocol=https\nhost=git.example.test:8443\n", env) == ANSWER
+    assert credential.answer("get", "protocol=https\nhost=git.example.test\n", env) == ""
 
 
 def test_upstream_env_refuses_without_a_token(tmp_path: Path) -> None:
@@ -150,6 +195,14 @@ def test_prepare_runtime_makes_configured_bare_repos_and_the_hook(tmp_path: Path
     assert TOKEN not in config and "credential" not in config
     hook = Path(s.hooks_dir) / "pre-receive"
     assert os.access(hook, os.X_OK) and "bottle.sidecars.git_gate.hook" in hook.read_text()
+    # The hook finds the server by the socket on its command line, not through its environment.
+    assert s.hook_socket in hook.read_text() and "$" not in hook.read_text()
+
+
+def test_prepare_runtime_refuses_a_runtime_dir_too_long_for_the_hook_socket(tmp_path: Path) -> None:
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_RUNTIME_DIR=str(tmp_path / ("r" * 120))))
+    with pytest.raises(GateError, match="hook socket path"):
+        prepare_runtime(s)
 
 
 # -- what goes upstream -----------------------------------------------------------------
