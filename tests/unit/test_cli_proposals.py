@@ -117,6 +117,14 @@ def test_show_prints_the_dockerfile_diff(root: str, store: LocalStateStore) -> N
 # -- the dashboard -------------------------------------------------------------------------
 
 
+async def settled(app, pilot, word: str) -> None:  # type: ignore[no-untyped-def]
+    """Let the dashboard's decision worker finish (up to 5 s): until the status line says ``word``."""
+    for _ in range(100):
+        await pilot.pause(0.05)
+        if not app.busy and word in app.status_text:
+            return
+
+
 def test_the_dashboard_approves_a_proposal_with_a_note(store: LocalStateStore, guard: FakeGuard) -> None:
     import asyncio
 
@@ -138,19 +146,13 @@ def test_the_dashboard_approves_a_proposal_with_a_note(store: LocalStateStore, g
             for key in "looks fine":
                 await pilot.press("space" if key == " " else key)
             await pilot.press("enter")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if not app.busy and "applied" in app.status_text:
-                    break
+            await settled(app, pilot, "applied")
             first = app.status_text
             # the other one, still pending, is now on top
             await pilot.press("r")
             await pilot.pause()
             await pilot.press("n", "o", "enter")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if not app.busy and "rejected" in app.status_text:
-                    break
+            await settled(app, pilot, "rejected")
             return preview, first + "\n" + app.status_text
 
     preview, status = asyncio.run(drive())
@@ -337,10 +339,7 @@ def test_the_dashboard_grants_a_capability_build_the_network_only_with_shift_a(s
             await pilot.press("A")
             await pilot.pause()
             await pilot.press("o", "k", "enter")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if not app.busy and "applied" in app.status_text:
-                    break
+            await settled(app, pilot, "applied")
             return app.status_text
 
     status = asyncio.run(drive())
