@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from bottle.cli.display import literal, one_line, printable
 from bottle.ports.runtime import ProgressEvent
 
 
@@ -15,14 +16,16 @@ def progress(title: str) -> Iterator[Callable[[ProgressEvent], None]]:
 
     On a terminal, rich keeps one spinner line updated in place; in a log
     (CI, a pipe) every event is one line on stderr, so the log tells what
-    happened last when something hangs.
+    happened last when something hangs. Build output can come from a
+    Dockerfile an agent wrote: it is shown literally, never as markup or
+    terminal control sequences.
     """
     if not sys.stderr.isatty():
         print(f"{title} ...", file=sys.stderr, flush=True)
 
         def plain(event: ProgressEvent) -> None:
             if event.message.strip():
-                print(f"  {event.message.rstrip()}", file=sys.stderr, flush=True)
+                print(f"  {printable(event.message.rstrip())}", file=sys.stderr, flush=True)
 
         yield plain
         return
@@ -36,7 +39,7 @@ def progress(title: str) -> Iterator[Callable[[ProgressEvent], None]]:
             text = event.message.strip()
             if text:
                 step = f"[{event.step}/{event.total}] " if event.step and event.total else ""
-                status.update(f"{title}: {step}{text[:100]}")
+                status.update(literal(f"{title}: {step}{one_line(text, 100)}"))
 
         yield live
-    console.print(f"{title}: done")
+    console.print(literal(f"{title}: done"))

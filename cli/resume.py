@@ -69,7 +69,8 @@ def resume(state: AppState, identity: str, yes: bool, verbose: bool, command: tu
     if state.runtime is None:
         state.runtime = metadata.runtime
     manifest = _manifest_from_sources(metadata.manifest_sources, state.manifest)
-    hosts, routes = approved_in(store, identity)
+    offered = manifest.agent(metadata.agent_name).bottle.supervise_token_refs
+    hosts, routes = approved_in(store, identity, offered)
     if store.exists(identity, TRANSCRIPT_DIR):
         # The conversation as it was when a capability change stopped the agent.
         restore_transcript(store, identity)
@@ -80,16 +81,37 @@ def resume(state: AppState, identity: str, yes: bool, verbose: bool, command: tu
     )
 
 
-def approved_in(store: StateStore, identity: str) -> tuple[tuple[str, ...], tuple[Route, ...]]:
-    """(hosts, routes) that applied proposals of bottle ``identity`` added (``proposals.approved_changes``)."""
+def approved_in(
+    store: StateStore, identity: str, offered: tuple[str, ...] | None = None
+) -> tuple[tuple[str, ...], tuple[Route, ...]]:
+    """(hosts, routes) that applied proposals of bottle ``identity`` added (``proposals.approved_changes``).
+
+    ``offered``: the manifest's ``supervise_token_refs`` now (None: do not
+    check). A route whose credential the manifest no longer offers is
+    dropped, with a warning: taking a token_ref off the list withdraws it.
+    """
     from bottle.adapters.local.proposal_queue import HostQueue  # noqa: PLC0415
     from bottle.cli.display import printable  # noqa: PLC0415
     from bottle.core.manifest import Route  # noqa: PLC0415
-    from bottle.core.proposals import approved_changes  # noqa: PLC0415
+    from bottle.core.proposals import approved_changes, supervise_settings  # noqa: PLC0415
+    from bottle.core.tokenref import parse_token_ref  # noqa: PLC0415
 
     proposals, refused = HostQueue(store, identity).scan()
     for refusal in refused:
         # Decided proposals come from the host's own copy; a rewritten filing is only worth a warning.
         click.echo(f"warning: {identity}/{refusal.name}: {printable(refusal.reason)}", err=True)
     hosts, routes = approved_changes(proposals)
+    if offered is not None:
+        settings = supervise_settings(offered)
+        kept = []
+        for route in routes:
+            if str(parse_token_ref(route.token_ref)) in settings.token_refs:
+                kept.append(route)
+            else:
+                click.echo(
+                    f"warning: the approved route to {printable(route.upstream)} is dropped: the manifest no longer "
+                    f"offers {printable(route.token_ref)} in supervise_token_refs",
+                    err=True,
+                )
+        routes = tuple(kept)
     return hosts, tuple(Route(r.upstream, r.token_ref, r.auth_scheme) for r in routes)

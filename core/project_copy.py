@@ -48,7 +48,12 @@ CREDENTIAL_FILES = frozenset({
     "id_ed25519",
     "id_ecdsa_sk",
     "id_ed25519_sk",
+    # Package-registry tokens: npm's and PyPI's upload credentials.
+    ".npmrc",
+    ".pypirc",
 })
+# Credential files known by their directory as well as their name.
+CREDENTIAL_PATHS = (".aws/credentials", ".docker/config.json", ".kube/config")
 # ``.env.<anything>`` is left out too, except these templates (meant to be committed).
 ENV_TEMPLATES = frozenset({".env.example", ".env.sample", ".env.template"})
 
@@ -57,7 +62,8 @@ _GIT_CONFIG_NAMES = ("config", "config.worktree")
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<userinfo>[^/\s\"\\]*)@")
 # Schemes where the user name is an account, not a secret (ssh://git@host): only a password goes.
 _KEEP_USER = frozenset({"ssh", "git+ssh", "ssh+git"})
-_EXTRA_HEADER = re.compile(r"^\s*extraheader\s*(?:=|$)", re.IGNORECASE)
+# ``extraheader = ...`` on its own line, or after a section header on the same line.
+_EXTRA_HEADER = re.compile(r"^\s*(?P<section>\[[^\]]*\])?\s*extraheader\s*(?:=|$)", re.IGNORECASE)
 
 
 class ProjectCopy(msgspec.Struct, frozen=True):
@@ -100,11 +106,14 @@ def is_credential_file(relpath: str) -> bool:
 
     ``.git-credentials``, ``.netrc``/``_netrc``, ``.pgpass``, ``.env`` and
     ``.env.*`` (except ``.env.example``, ``.env.sample``, ``.env.template``)
-    and SSH private keys under their default names, at any depth. A
+    SSH private keys under their default names, ``.npmrc``, ``.pypirc``,
+    ``.aws/credentials``, ``.docker/config.json`` and ``.kube/config``, at any depth. A
     directory of such a name is not a file and is copied.
     """
     name = posixpath.basename(relpath)
     if name in CREDENTIAL_FILES:
+        return True
+    if any(relpath == p or relpath.endswith("/" + p) for p in CREDENTIAL_PATHS):
         return True
     return name.startswith(".env.") and name not in ENV_TEMPLATES
 
@@ -158,9 +167,12 @@ def strip_git_config(text: str) -> tuple[str, int, int]:
         if skipping:
             skipping = line.rstrip("\r\n").endswith("\\")
             continue
-        if _EXTRA_HEADER.match(line):
+        header = _EXTRA_HEADER.match(line)
+        if header:
             headers += 1
             skipping = line.rstrip("\r\n").endswith("\\")
+            if header.group("section"):
+                out.append(header.group("section") + "\n")  # the section goes on; only its header entry goes
             continue
         out.append(line)
     stripped, urls = strip_url_credentials("".join(out))

@@ -80,6 +80,7 @@ __all__ = [
     "approval_effects",
     "decide",
     "filing_name",
+    "dockerfile_instructions",
     "filing_of",
     "live_grants",
     "new_filing",
@@ -127,17 +128,21 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _FILE_NAME = re.compile(r"^(0|[1-9][0-9]*)\.json$")
 # Fields only a host decision has: a filing that carries one was forged.
 _HOST_FIELDS = ("status", "note", "decided_by", "decided_at", "grant", "applied_at", "expires_at")
-_ADD_COPY = re.compile(r"^\s*(ADD|COPY)\b", re.IGNORECASE | re.MULTILINE)
-_FROM = re.compile(r"^\s*FROM\s+(\S+)(\s+AS\s+\S+)?\s*$", re.IGNORECASE | re.MULTILINE)
-_FROM_ANY = re.compile(r"^\s*FROM\b", re.IGNORECASE | re.MULTILINE)
+_FROM = re.compile(r"^FROM\s+(\S+)(\s+AS\s+\S+)?\s*$", re.IGNORECASE)
 _BASE_REF = ("${BASE}", "$BASE")
 # ``# syntax=`` picks a BuildKit frontend image and ``# escape=`` changes how
 # every later line parses: neither belongs in a reviewed one-stage Dockerfile.
 _DIRECTIVE = re.compile(r"^#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
-_MOUNT = re.compile(r"^\s*RUN\b[^\n]*--mount\b", re.IGNORECASE | re.MULTILINE)
+# What a capability change may use. Not ADD/COPY (its context is empty, and
+# ``--from`` or a URL would bring in what nobody reviewed), not ONBUILD, and
+# nothing the engine might add later: an unknown instruction is refused.
+_INSTRUCTIONS = frozenset({
+    "ARG", "FROM", "RUN", "ENV", "LABEL", "USER", "WORKDIR", "CMD", "ENTRYPOINT", "SHELL",
+    "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "VOLUME",
+})
 # C0 and C1 controls (but tab and newline), DEL, and the bidi overrides and
 # isolates that make text read differently from what it is.
-_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff]")
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -546,13 +551,42 @@ def _check_text(text: str, where: str) -> None:
         )
 
 
+def dockerfile_instructions(text: str) -> list[str]:
+    """The instructions of ``text`` as the Dockerfile parser reads them: one string each.
+
+    Lines ending in ``\\`` continue on the next line, and comment and blank
+    lines inside a continuation are skipped, as the parser does; checking
+    physical lines instead would let ``FR\\`` + ``OM other`` through.
+    """
+    instructions: list[str] = []
+    current: str | None = None
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if current is None and (not stripped or stripped.startswith("#")):
+            continue
+        if current is not None and (not stripped or stripped.startswith("#")):
+            continue
+        body = line.rstrip()
+        continued = body.endswith("\\")
+        if continued:
+            body = body[:-1]
+        current = body.lstrip() if current is None else current + body
+        if not continued:
+            instructions.append(current)
+            current = None
+    if current is not None:
+        instructions.append(current)
+    return instructions
+
+
 def _check_dockerfile(text: str) -> None:
-    """One stage, ``FROM ${BASE}``, nothing from outside: what the person reviews is all the image gets.
+    """One stage, ``FROM ${BASE}``, plain instructions: what the person reviews is all the image gets.
 
     The build context holds only the Dockerfile, so ADD and COPY have nothing
     legitimate to copy; ``COPY --from``, ``RUN --mount`` and any other FROM
-    would pull in another image (another bottle's, say). Parser directives
-    would change how the reviewed text is read.
+    would pull in another image (another bottle's, say), ``ADD <url>`` would
+    fetch past a build without network, ``RUN --network`` would pick its own.
+    Parser directives and heredocs would change how the reviewed text is read.
     """
     first = next((line for line in text.splitlines() if line.strip()), "")
     if _DIRECTIVE.match(first.strip()):
@@ -560,22 +594,39 @@ def _check_dockerfile(text: str) -> None:
             "the proposed Dockerfile starts with a parser directive (# syntax= or # escape=)",
             hint="remove it; the image is built with the engine's own Dockerfile parser",
         )
-    froms = _FROM_ANY.findall(text)
-    match = _FROM.search(text)
+    instructions = dockerfile_instructions(text)
+    froms = []
+    for instruction in instructions:
+        word, _, rest = instruction.partition(" ")
+        keyword = word.upper()
+        if keyword in ("ADD", "COPY"):
+            raise _refused(
+                "the proposed Dockerfile uses ADD or COPY; its build context holds nothing but the Dockerfile",
+                hint="install what is needed with RUN (the approver decides whether the build may use the network)",
+            )
+        if keyword not in _INSTRUCTIONS:
+            raise _refused(
+                f"the proposed Dockerfile uses {word[:20]!r}; a capability change may use only "
+                + ", ".join(sorted(_INSTRUCTIONS)),
+                hint="express the change with RUN lines",
+            )
+        if keyword == "FROM":
+            froms.append(instruction)
+        if keyword == "RUN" and rest.lstrip().startswith("--"):
+            raise _refused(
+                "the proposed Dockerfile uses a RUN flag (--mount, --network, --security)",
+                hint="use plain RUN lines",
+            )
+        if "<<" in rest and keyword == "RUN":
+            raise _refused("the proposed Dockerfile uses a heredoc", hint="use plain RUN lines")
     if not froms:
         raise _refused("the proposed Dockerfile has no FROM line", hint="start it with: ARG BASE / FROM ${BASE}")
+    match = _FROM.match(froms[0])
     if len(froms) > 1 or match is None or match.group(1) not in _BASE_REF:
         raise _refused(
             "the proposed Dockerfile must have exactly one stage, FROM ${BASE} (the bottle's current image)",
             hint="start it with: ARG BASE / FROM ${BASE}, and add RUN lines",
         )
-    if _ADD_COPY.search(text):
-        raise _refused(
-            "the proposed Dockerfile uses ADD or COPY; its build context holds nothing but the Dockerfile",
-            hint="install what is needed with RUN (the approver decides whether the build may use the network)",
-        )
-    if _MOUNT.search(text):
-        raise _refused("the proposed Dockerfile uses RUN --mount", hint="use plain RUN lines")
 
 
 def _check_reason(reason: object) -> str:
@@ -682,6 +733,14 @@ def parse_decision(data: bytes, *, proposal_id: int, identity: str) -> Decision:
     try:
         decision = msgspec.json.decode(data, type=Decision)
     except msgspec.DecodeError as exc:
+        if "missing required field `filing" in str(exc):
+            # Decided before decisions kept their own copy of the filing: the
+            # sidecar's file cannot stand in for it, so the decision is not used.
+            raise _refused(
+                f"decision {proposal_id} was written by an older bottle and keeps no copy of what was decided; "
+                "it is not carried over",
+                hint="ask the agent to propose it again, and decide it again",
+            ) from None
         raise _refused(f"decision {proposal_id}: unreadable ({exc})") from None
     if decision.id != proposal_id or decision.identity != identity:
         raise _refused(f"decision {proposal_id}: it names {decision.identity}/{decision.id}")

@@ -23,6 +23,7 @@ from bottle.sidecars.git_gate.server import serve
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     del argv
     env = dict(environ if environ is not None else os.environ)
+    _not_dumpable()
     try:
         settings = GateSettings.from_env(env)
         prepare_runtime(settings)
@@ -47,6 +48,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     finally:
         server.server_close()
     return 0
+
+
+def _not_dumpable() -> None:
+    """Keep other processes of the gate's user out of this one's memory and ``/proc/<pid>/environ``.
+
+    The gate holds the git credentials; git's own processes run as the same
+    user, and a non-dumpable process cannot be read or traced by them.
+    """
+    import ctypes  # noqa: PLC0415
+
+    pr_set_dumpable = 4
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        print("bottle git gate: warning: could not make the gate non-dumpable", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,12 @@ def upstream_env(
         # https only: basic auth over plain http would hand the token to the network.
         ("protocol.https.allow", "always"),
         ("core.askPass", ""),
+        # The repositories are written by pushes from the bottle: whatever their
+        # config says, git holding the token runs no hook, verifies TLS and
+        # talks to the upstream directly.
+        ("core.hooksPath", "/dev/null"),
+        ("http.sslVerify", "true"),
+        ("http.proxy", ""),
     ]
     if os.path.isfile(settings.ca_bundle):
         config.append(("http.sslCAInfo", settings.ca_bundle))

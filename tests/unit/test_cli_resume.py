@@ -75,6 +75,14 @@ def test_resume_keeps_what_was_approved_for_good_and_nothing_else(store: LocalSt
     assert [r.upstream for r in resumed.routes] == ["https://api.github.com"]
 
 
+def test_a_route_whose_credential_is_no_longer_offered_is_dropped_at_resume(store: LocalStateStore) -> None:
+    queue = FilingQueue(store.host_path(ME, P.FILINGS_DIR), store.host_path(ME, P.DECISIONS_DIR), ME)
+    queue.file("gh", P.AddRoute("https://api.github.com", "GH_TOKEN"), NOW)
+    assert ProposalDesk(store, Clock(), confirm_timeout=5.0).approve(ME, 1, decided_by="op").ok
+    assert [r.upstream for r in approved_in(store, ME, ("env:GH_TOKEN",))[1]] == ["https://api.github.com"]
+    assert approved_in(store, ME, ())[1] == ()
+
+
 def test_a_bottle_without_a_queue_resumes_with_nothing_added(tmp_path: Path) -> None:
     assert approved_in(LocalStateStore(str(tmp_path / "state")), ME) == ((), ())
 

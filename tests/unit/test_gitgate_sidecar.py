@@ -163,6 +163,34 @@ def test_upstream_env_configures_the_helper_without_the_token_in_any_config(tmp_
     assert config["protocol.https.allow"] == "always" and "protocol.http.allow" not in config
 
 
+def test_git_holding_the_token_ignores_hooks_proxy_and_tls_settings_a_push_could_leave(tmp_path: Path) -> None:
+    """A repository's config is the bottle's to influence; the gate's upstream git must not obey it."""
+    import subprocess
+
+    s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN))
+    env = upstream_env(s, ORIGIN, inherit={"PATH": os.environ["PATH"]})
+    repo, hooks, marker = tmp_path / "repo.git", tmp_path / "evil-hooks", tmp_path / "hook-ran"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, env=env)
+    hooks.mkdir()
+    (hooks / "reference-transaction").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (hooks / "reference-transaction").chmod(0o755)
+    for key, value in (("core.hooksPath", str(hooks)), ("http.sslVerify", "false"), ("http.proxy", "http://attacker:3128")):
+        subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+
+    def effective(key: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "config", "--get", key], env=env, capture_output=True, text=True).stdout.strip()
+
+    assert (effective("http.sslVerify"), effective("http.proxy")) == ("true", "")
+    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input="x", env=env,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    tree = subprocess.run(["git", "-C", str(repo), "mktree"], input=f"100644 blob {blob}\tf\n", env=env,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree, "-m", "m"],
+                            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["git", "-C", str(repo), "update-ref", "refs/heads/main", commit], env=env, check=True)
+    assert not marker.exists(), "a hook the repository's config named ran in git holding the token"
+
+
 def test_upstream_env_pins_the_credential_to_the_upstreams_port(tmp_path: Path) -> None:
     remote = GateRemote("origin", "https://Git.Example.test:8443/org/repo.git", "BOTTLE_GIT_TOKEN_0")
     s = GateSettings.from_env(settings_env(tmp_path, BOTTLE_GIT_TOKEN_0=TOKEN, BOTTLE_GIT_REMOTES=encode_gate_config([remote])))

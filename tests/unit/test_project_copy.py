@@ -225,3 +225,15 @@ def test_the_dry_run_says_what_copy_cwd_leaves_out(project: Path, tmp_path: Path
     assert TOKEN not in result.output
     mounted = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert "left out of the image" not in mounted.stderr
+
+
+def test_registry_and_cloud_credentials_stay_out_and_a_header_on_the_section_line_goes() -> None:
+    from bottle.core.project_copy import is_credential_file, strip_git_config
+
+    for path in (".npmrc", "web/.npmrc", ".pypirc", ".aws/credentials", "ops/.docker/config.json", ".kube/config"):
+        assert is_credential_file(path), path
+    for path in ("aws/credentials.md", "docker/config.json", "config.json", ".aws/config"):
+        assert not is_credential_file(path), path
+    text, _, headers = strip_git_config('[http] extraheader = AUTHORIZATION: basic eDp5\n\tsslVerify = true\n')
+    assert headers == 1 and "AUTHORIZATION" not in text
+    assert text.splitlines() == ["[http]", "\tsslVerify = true"]

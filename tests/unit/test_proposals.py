@@ -90,8 +90,29 @@ def test_dockerfile_rules() -> None:
     ):
         with pytest.raises(P.ProposalRefused, match="exactly one stage|ADD or COPY"):
             filing(P.CapabilityChange(text))
-    with pytest.raises(P.ProposalRefused, match="RUN --mount"):
+    with pytest.raises(P.ProposalRefused, match="RUN flag"):
         filing(P.CapabilityChange("ARG BASE\nFROM ${BASE}\nRUN --mount=type=bind,from=other,target=/o cat /o/x\n"))
+    # The parser joins a line ending in a backslash to the next (skipping comments in between):
+    # the rules apply to instructions as the builder reads them, not to physical lines.
+    head = "ARG BASE\nFROM ${BASE}\n"
+    for text, why in (
+        (head + "FR\\\nOM localhost/bottle-agent-other-zzzzz\n", "exactly one stage"),
+        (head + "CO\\\nPY --from=localhost/other:latest / /x\n", "ADD or COPY"),
+        (head + "AD\\\n# a comment the parser skips\nD https://example.com/x /x\n", "ADD or COPY"),
+        (head + "RUN \\\n  --mount=type=bind,from=other,target=/o cat /o/x\n", "RUN flag"),
+        (head + "RUN --network=host curl http://169.254.169.254/\n", "RUN flag"),
+        (head + "run --network=host true\n", "RUN flag"),
+        (head + "ONBUILD COPY --from=other / /x\n", "ONBUILD"),
+        (head + "RUN <<EOF\ntrue\nEOF\n", "heredoc"),
+        ("\ufeff# syntax=docker/dockerfile:1\n" + head, "control character"),
+        ("ARG BASE\nfrom localhost/other\n", "exactly one stage"),
+        ("ARG BASE\nFROM --platform=linux/amd64 ${BASE}\n", "exactly one stage"),
+    ):
+        with pytest.raises(P.ProposalRefused, match=why):
+            filing(P.CapabilityChange(text))
+    continued = head + "RUN apt-get update \\\n # why: jq for the tests\n && apt-get install -y jq\n"
+    assert filing(P.CapabilityChange(continued)).kind == "capability-change"
+    assert P.dockerfile_instructions(continued)[-1] == "RUN apt-get update  && apt-get install -y jq"
     for directive in ("# syntax=docker/dockerfile:1", "# escape=`"):
         with pytest.raises(P.ProposalRefused, match="parser directive"):
             filing(P.CapabilityChange(f"{directive}\nARG BASE\nFROM ${{BASE}}\n"))
@@ -291,3 +312,9 @@ def test_the_mcp_server_is_registered_for_claude_code_keeping_the_rest() -> None
     # Already registered (a resume): the agent's file stays byte for byte, formatting and all.
     theirs = '{\n    "mcpServers": {"bottle-supervise": {"url": "http://supervise:8080/mcp", "type": "http"}},\n    "name": "caf\u00e9"\n}'.encode()
     assert P.claude_code_mcp_config(theirs, "http://supervise:8080") == theirs
+
+
+def test_a_decision_without_its_own_copy_of_the_filing_is_not_used() -> None:
+    legacy = b'{"version": 1, "id": 1, "identity": "impl-abcde", "status": "applied", "decided_by": "op", "decided_at": "2026-11-26T12:00:00Z"}'
+    with pytest.raises(P.ProposalRefused, match="keeps no copy of what was decided; it is not carried over"):
+        P.parse_decision(legacy, proposal_id=1, identity=ME)
