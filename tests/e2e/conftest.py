@@ -365,6 +365,29 @@ def bottle(engine: Engine) -> Iterator[Bottle]:
 # -- the stub upstream ------------------------------------------------------------------
 
 
+def wait_for_agent(engine: Engine, agent: str, proc: subprocess.Popen[str] | None = None, timeout: float = 300) -> str:
+    """Wait until the bottle's agent container runs; return its name.
+
+    With ``proc`` (the ``bottle start`` that launches it), fail at once with
+    its stderr if it ends before the agent runs.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = engine.adapter.list_containers({naming.LABEL_AGENT: agent, naming.LABEL_ROLE: naming.ROLE_AGENT})
+        running = [c for c in found if c.status == "running"]
+        if running:
+            return running[0].name
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"bottle start ended early ({proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"the agent of {agent} never ran")
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (an audit log)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class EgressNeighbour:
     """A container of the test's that joins the bottle's egress network as soon as it exists.
 

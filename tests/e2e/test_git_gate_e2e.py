@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GENERIC_IMAGE, SIDECAR_VERSION, Bottle, EgressNeighbour, Engine
+from conftest import GENERIC_IMAGE, SIDECAR_VERSION, Bottle, EgressNeighbour, Engine, jsonl, wait_for_agent
 
 from bottle.core import naming
 from bottle.core.images import sidecar_image_tag
@@ -146,21 +146,8 @@ class GitHost(EgressNeighbour):
         return [json.loads(line) for line in out.splitlines() if line.strip()] if rc == 0 else []
 
 
-def wait_for_agent(engine: Engine, agent: str, proc: subprocess.Popen[str], timeout: float = 240) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = engine.adapter.list_containers({naming.LABEL_AGENT: agent, naming.LABEL_ROLE: naming.ROLE_AGENT})
-        running = [c for c in found if c.status == "running"]
-        if running:
-            return running[0].name
-        if proc.poll() is not None:
-            raise AssertionError(f"bottle start ended early ({proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.1)
-    raise AssertionError(f"the agent of {agent} never ran")
 
 
-def jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_pushes_leave_only_through_the_gate(bottle: Bottle, engine: Engine) -> None:
@@ -194,7 +181,7 @@ def test_pushes_leave_only_through_the_gate(bottle: Bottle, engine: Engine) -> N
     with GitHost(engine, bottle.agent, token, leaf.cert_pem, leaf.key_pem) as host:
         proc = bottle.popen("start", bottle.agent, "-y", "--", "bash", "-c", wait)
         try:
-            agent = wait_for_agent(engine, bottle.agent, proc)
+            agent = wait_for_agent(engine, bottle.agent, proc, timeout=240)
             assert host.ready.wait(120) and host.error is None, host.error
             identity = agent.removeprefix(f"bottle-{naming.ROLE_AGENT}-")
             state = bottle.state_root / identity

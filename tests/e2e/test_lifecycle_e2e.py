@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import GENERIC_IMAGE, RUN_ID, RUN_LABEL, STUB_BODY, Bottle, Engine, Stub, agent_manifest
+from conftest import GENERIC_IMAGE, RUN_ID, RUN_LABEL, STUB_BODY, Bottle, Engine, Stub, agent_manifest, wait_for_agent
 
 from bottle.core import naming
 from bottle.core.state import BottleMetadata, encode_metadata
@@ -105,16 +105,6 @@ def stream(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
     return lines
 
 
-def wait_for_agent(engine: Engine, agent: str, timeout: float = 300) -> str:
-    """Wait until the bottle's agent container runs; return its name."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = engine.adapter.list_containers({naming.LABEL_AGENT: agent, naming.LABEL_ROLE: naming.ROLE_AGENT})
-        running = [c for c in found if c.status == "running"]
-        if running:
-            return running[0].name
-        time.sleep(0.1)
-    raise AssertionError(f"the agent of {agent} never ran")
 
 
 def owned(path: Path, engine: Engine, uid: int, gid: int | None = None) -> None:

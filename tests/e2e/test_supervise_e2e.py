@@ -26,11 +26,9 @@ import re
 import shlex
 import subprocess
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import BASE_IMAGE, GENERIC_IMAGE, STUB_BODY, STUB_PORT, STUB_SCRIPT, Bottle, EgressNeighbour, Engine, agent_manifest
+from conftest import BASE_IMAGE, GENERIC_IMAGE, STUB_BODY, STUB_PORT, STUB_SCRIPT, Bottle, EgressNeighbour, Engine, agent_manifest, jsonl, wait_for_agent
 
 from bottle.core import naming
 from bottle.core.state import HOST_AUDIT_LOG
@@ -86,21 +84,8 @@ class Upstream(EgressNeighbour):
         self.engine.adapter.start_container(self.name)
 
 
-def wait_for_agent(engine: Engine, agent: str, proc: subprocess.Popen[str], timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = engine.adapter.list_containers({naming.LABEL_AGENT: agent, naming.LABEL_ROLE: naming.ROLE_AGENT})
-        running = [c for c in found if c.status == "running"]
-        if running:
-            return running[0].name
-        if proc.poll() is not None:
-            raise AssertionError(f"bottle start ended early ({proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.1)
-    raise AssertionError(f"the agent of {agent} never ran")
 
 
-def jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_the_agent_asks_and_a_person_decides(bottle: Bottle, engine: Engine) -> None:
