@@ -93,8 +93,7 @@ def approved_in(
     from bottle.adapters.local.proposal_queue import HostQueue  # noqa: PLC0415
     from bottle.cli.display import printable  # noqa: PLC0415
     from bottle.core.manifest import Route  # noqa: PLC0415
-    from bottle.core.proposals import approved_changes, supervise_settings  # noqa: PLC0415
-    from bottle.core.tokenref import parse_token_ref  # noqa: PLC0415
+    from bottle.core.proposals import approved_changes, is_offered, supervise_settings  # noqa: PLC0415
 
     proposals, refused = HostQueue(store, identity).scan()
     for refusal in refused:
@@ -105,7 +104,7 @@ def approved_in(
         settings = supervise_settings(offered)
         kept = []
         for route in routes:
-            if str(parse_token_ref(route.token_ref)) in settings.token_refs:
+            if is_offered(route.token_ref, settings):
                 kept.append(route)
             else:
                 click.echo(

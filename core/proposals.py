@@ -35,6 +35,7 @@ audit events naming who decided. Adapters apply them. Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -74,9 +75,13 @@ __all__ = [
     "Proposal",
     "ProposalEvent",
     "ProposalRefused",
+    "RULE_GRANT_USED",
+    "grant_route",
+    "spent_grants",
     "SUPERVISE_SETTINGS",
     "SuperviseSettings",
     "check_offered",
+    "is_offered",
     "approval_effects",
     "decide",
     "filing_name",
@@ -293,6 +298,40 @@ def grant_live(grant: HostGrant, now: datetime, used: Iterable[int] = ()) -> boo
     return now < _parse_time(grant.expires_at)
 
 
+# The guard's audit rule for spending a single-use grant; its route field names the proposal.
+RULE_GRANT_USED = "grant-used"
+_GRANT_ROUTE_PREFIX = "proposal:"
+
+
+def grant_route(proposal_id: int) -> str:
+    """The ``route`` field of the guard's audit lines about proposal ``proposal_id``'s grant."""
+    return f"{_GRANT_ROUTE_PREFIX}{proposal_id}"
+
+
+def spent_grants(lines: Iterable[bytes]) -> set[int]:
+    """Proposal ids of the ``grant-used`` lines among ``lines`` (the guard's JSONL audit lines).
+
+    A line that is not JSON (a write cut short by a crash) or not a
+    ``grant-used`` record is skipped.
+    """
+    spent: set[int] = set()
+    for line in lines:
+        if RULE_GRANT_USED.encode() not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("rule") != RULE_GRANT_USED:
+            continue
+        route = record.get("route")
+        if isinstance(route, str) and route.startswith(_GRANT_ROUTE_PREFIX):
+            number = route[len(_GRANT_ROUTE_PREFIX):]
+            if number.isascii() and number.isdigit():
+                spent.add(int(number))
+    return spent
+
+
 def live_grants(doc: GrantsDocument, now: datetime, used: Iterable[int] = ()) -> tuple[HostGrant, ...]:
     """The grants of ``doc`` still in force at ``now``."""
     spent = set(used)
@@ -361,6 +400,11 @@ def decode_settings(data: bytes | None) -> SuperviseSettings:
         raise ValueError(f"the supervise settings file is not valid: {exc}") from None
 
 
+def is_offered(token_ref: str, settings: SuperviseSettings) -> bool:
+    """Whether ``settings`` offers ``token_ref`` (spelled any way ``parse_token_ref`` reads: ``X`` is ``env:X``)."""
+    return str(parse_token_ref(token_ref)) in settings.token_refs
+
+
 def check_offered(proposal: Proposal, settings: SuperviseSettings) -> None:
     """Refuse an add-route naming a credential the manifest does not offer to proposals.
 
@@ -372,7 +416,7 @@ def check_offered(proposal: Proposal, settings: SuperviseSettings) -> None:
     if not isinstance(payload, AddRoute):
         return
     ref = str(parse_token_ref(payload.token_ref))
-    if ref not in settings.token_refs:
+    if not is_offered(ref, settings):
         offered = ", ".join(settings.token_refs) or "none"
         raise _refused(
             f"proposal {proposal.ref} names the credential {ref}, which this bottle's manifest does not offer "
@@ -562,9 +606,7 @@ def dockerfile_instructions(text: str) -> list[str]:
     current: str | None = None
     for line in text.split("\n"):
         stripped = line.strip()
-        if current is None and (not stripped or stripped.startswith("#")):
-            continue
-        if current is not None and (not stripped or stripped.startswith("#")):
+        if not stripped or stripped.startswith("#"):
             continue
         body = line.rstrip()
         continued = body.endswith("\\")
@@ -1033,8 +1075,6 @@ def claude_code_mcp_config(existing: bytes | None, url: str) -> bytes:
     byte (a resumed transcript stays as it was). Raises ``ValueError`` if it
     is not a JSON object; the caller then leaves it alone.
     """
-    import json  # noqa: PLC0415
-
     data = {} if not existing else json.loads(existing)
     if not isinstance(data, dict):
         raise ValueError("~/.claude.json is not a JSON object")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from bottle.adapters.local.proposal_queue import HostQueue, Refusal
 from bottle.core.egress_policy import decode_policy, encode_policy
 from bottle.core.proposals import (
+    spent_grants,
     SUPERVISE_SETTINGS,
     check_offered,
     decode_settings,
@@ -38,7 +39,6 @@ from bottle.core.proposals import (
     FILINGS_DIR,
     GRANTS_FILE,
     ApprovalEffects,
-    Decision,
     Grant,
     GrantsDocument,
     Proposal,
@@ -172,7 +172,7 @@ class ProposalDesk:
             decision = decide(proposal, "rejected", decided_by=decided_by, now=self.clock.now(), note=note)
             queue.write_decision(decision)
             queue.audit(event_for(decision, proposal))
-        view = self._view(proposal, decision)
+        view = proposal_view(decision.filing, decision)
         return Outcome(view, f"rejected {view.ref}: {view.describe()}", seconds=time.monotonic() - started)
 
     def approve(
@@ -202,7 +202,7 @@ class ProposalDesk:
             )
             queue.write_decision(decision)
             queue.audit(event_for(decision, proposal))
-            approved = self._view(proposal, decision)
+            approved = proposal_view(decision.filing, decision)
             try:
                 effects = approval_effects(
                     approved, decision, self._policy(identity), self._grants(identity),
@@ -218,7 +218,7 @@ class ProposalDesk:
                 final = decide(approved, "failed", decided_by=decided_by, now=self.clock.now(), previous=decision, error=message)
                 queue.write_decision(final)
                 queue.audit(event_for(final, approved))
-                view = self._view(proposal, final)
+                view = proposal_view(final.filing, final)
                 return Outcome(view, f"FAILED {view.ref}: {message}", seconds=time.monotonic() - started)
             final = decide(
                 approved, "applied", decided_by=decided_by, now=self.clock.now(), previous=decision,
@@ -226,17 +226,13 @@ class ProposalDesk:
             )
             queue.write_decision(final)
             queue.audit(event_for(final, approved, change=effects.change))
-        view = self._view(proposal, final)
+        view = proposal_view(final.filing, final)
         message = f"applied {view.ref}: {effects.change}"
         if policy_digest:
             message += " (the guard confirmed)"
         if effects.restart:
             message += f"; the bottle is going down with its state kept: run `{effects.resume_hint}`"
         return Outcome(view, message, effects.resume_hint, time.monotonic() - started)
-
-    @staticmethod
-    def _view(proposal: Proposal, decision: Decision) -> Proposal:
-        return proposal_view(decision.filing, decision)
 
     # -- policy ----------------------------------------------------------------
     def _policy(self, identity: str):  # type: ignore[no-untyped-def]
@@ -255,23 +251,12 @@ class ProposalDesk:
     def _guard_log(self, identity: str) -> str:
         return self.store.host_path(identity, GUARD_AUDIT)
 
-    def _used_grants(self, identity: str) -> list[int]:
-        used = []
+    def _used_grants(self, identity: str) -> set[int]:
         try:
             with _open_log(self._guard_log(identity)) as fh:
-                for line in fh:
-                    if b'"grant-used"' not in line:
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    route = str(record.get("route", ""))
-                    if record.get("rule") == "grant-used" and route.startswith("proposal:") and route[9:].isdigit():
-                        used.append(int(route[9:]))
+                return spent_grants(fh)
         except FileNotFoundError:
-            pass
-        return used
+            return set()
 
     def _apply_policy(self, identity: str, effects: ApprovalEffects) -> str:
         """Write the new files, wait for the guard to confirm them; roll back and raise if it does not."""

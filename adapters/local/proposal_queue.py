@@ -129,7 +129,8 @@ class HostQueue:
         refusals: list[Refusal] = []
         names = _names(self.filings_dir)
         # A decided proposal is listed from its decision even if its filing was deleted.
-        decided = [n for n in _names(self.decisions_dir) if _FILE_NAME.match(n) and n not in set(names)]
+        filed = set(names)
+        decided = [n for n in _names(self.decisions_dir) if _FILE_NAME.match(n) and n not in filed]
         if len(names) > MAX_QUEUE_ENTRIES:
             refusals.append(Refusal(
                 self.identity, FILINGS_DIR,
@@ -182,8 +183,10 @@ class HostQueue:
             why = f"{name} was rewritten after it was decided; the decided copy stands" if changed else ""
             return proposal_view(decision.filing, decision), why
         pinned = self.store.read(self.identity, f"{PINS_DIR}/{name}")
+        filing: Filing | None = None
         if pinned is None:
-            parse_filing(data, name=name, identity=self.identity)
+            # Only a valid filing is pinned; the pin that stands may be another reader's.
+            filing = parse_filing(data, name=name, identity=self.identity)
             pinned = self._pin(name, data)
         if pinned != data:
             raise ProposalRefused(
@@ -191,7 +194,8 @@ class HostQueue:
                 "what a person saw may not be what it says now, so it is refused",
                 hint="nothing was applied; look at what runs in that bottle",
             )
-        filing: Filing = parse_filing(data, name=name, identity=self.identity)
+        if filing is None:
+            filing = parse_filing(data, name=name, identity=self.identity)
         return proposal_view(filing, None, filing_digest=digest(data)), ""
 
     def _pin(self, name: str, data: bytes) -> bytes:

@@ -77,6 +77,7 @@ from bottle.core.proposals import (
     HostGrant,
     decode_grants,
     digest,
+    grant_route,
     live_grants,
     policy_loaded_reason,
     policy_with_grants,
@@ -241,7 +242,7 @@ class GuardAddon:
         for proposal in sorted(expired):
             self._audit_line(
                 self._built, event="grant", allow=False, rule=RULE_GRANT_EXPIRED,
-                reason=f"the timed grant of proposal {proposal} expired", route=f"proposal:{proposal}",
+                reason=f"the timed grant of proposal {proposal} expired", route=grant_route(proposal),
             )
 
     def poll_policy(self) -> None:
@@ -287,7 +288,7 @@ class GuardAddon:
         self._audit_line(
             policy, event="grant", allow=True, rule=RULE_GRANT_USED,
             reason=f"the single-use grant of proposal {grant.proposal} ({grant.pattern}) was used",
-            host=host, port=port, route=f"proposal:{grant.proposal}",
+            host=host, port=port, route=grant_route(grant.proposal),
         )
 
     # -- audit -----------------------------------------------------------------

@@ -9,37 +9,12 @@ own, so no other container can add or forge such a line.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from collections.abc import Iterable
 
-RULE_GRANT_USED = "grant-used"
-_ROUTE_PREFIX = "proposal:"
+from bottle.core.proposals import RULE_GRANT_USED, spent_grants
 
-
-def spent_grants(lines: Iterable[bytes]) -> set[int]:
-    """Proposal ids of the ``grant-used`` lines among ``lines`` (JSONL audit lines).
-
-    A line that is not JSON (a write cut short by a crash) or not a
-    ``grant-used`` record is skipped.
-    """
-    spent: set[int] = set()
-    for line in lines:
-        if RULE_GRANT_USED.encode() not in line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("rule") != RULE_GRANT_USED:
-            continue
-        route = record.get("route")
-        if isinstance(route, str) and route.startswith(_ROUTE_PREFIX):
-            number = route[len(_ROUTE_PREFIX):]
-            if number.isascii() and number.isdigit():
-                spent.add(int(number))
-    return spent
+__all__ = ["RULE_GRANT_USED", "read_spent_grants", "spent_grants"]
 
 
 def read_spent_grants(path: str) -> set[int]:
