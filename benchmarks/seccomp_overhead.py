@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
-from runtime_adapters import BASE_IMAGE, RUN_LABELS, _adapter
+from runtime_adapters import BASE_IMAGE, RUN_LABELS, per_engine
 
 from bottle.core.seccomp import render_profile
-from bottle.ports.errors import RuntimeFailure
 from bottle.ports.runtime import ContainerRuntime, ContainerSpec
 
 
@@ -52,26 +50,16 @@ def main() -> int:
     args = parser.parse_args()
     profile = render_profile()
 
-    rows = []
-    for name in args.only.split(","):
-        runtime = _adapter(name)
-        try:
-            runtime.info()
-            plain, confined = _one_run(runtime, None), _one_run(runtime, profile)
-            plain(), confined()  # warm caches and connections; not counted
-            without, with_ = [], []
-            for _ in range(args.n):
-                without.append(plain())
-                with_.append(confined())
-            rows.append((name, statistics.median(without), statistics.median(with_)))
-        except (RuntimeFailure, RuntimeError, OSError) as exc:
-            print(f"{name}: not measured: {exc}", file=sys.stderr)
-        finally:
-            try:
-                runtime.remove_labelled(RUN_LABELS)
-            except RuntimeFailure:
-                pass
-            runtime.close()
+    def measure(name: str, runtime: ContainerRuntime) -> tuple:
+        plain, confined = _one_run(runtime, None), _one_run(runtime, profile)
+        plain(), confined()  # warm caches and connections; not counted
+        without, with_ = [], []
+        for _ in range(args.n):
+            without.append(plain())
+            with_.append(confined())
+        return (name, statistics.median(without), statistics.median(with_))
+
+    rows = per_engine(args.only, measure)
 
     print(f"median of {args.n}: create+start+wait(`true`) without / with bottle's seccomp profile")
     print(f"{'runtime':<16} {'engine default ms':>18} {'bottle profile ms':>18} {'ratio':>7}")

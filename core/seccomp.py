@@ -131,7 +131,6 @@ class SyscallGroup(msgspec.Struct, frozen=True):
 
     name: str
     calls: tuple[str, ...]
-    errno: int
     why: str
     needed_by: str
     refused: tuple[Rule, ...]
@@ -263,25 +262,30 @@ ARCH_MAP: tuple[tuple[str, tuple[str, ...]], ...] = (
 _MOUNTS = ("mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
            "move_mount", "open_tree", "mount_setattr")
 
+def _plain(name: str, calls: tuple[str, ...], errno: int, why: str, needed_by: str, fixed: bool = False) -> SyscallGroup:
+    """A group whose calls are refused outright with ``errno``, and allowed outright when given back."""
+    allowed = () if fixed else (_allow(*calls),)
+    return SyscallGroup(name, calls, why, needed_by, refused=(_refuse(errno, *calls),), allowed=allowed, fixed=fixed)
+
+
+_NO_BOTTLE = "nothing that can run in a bottle"
+
 GROUPS: tuple[SyscallGroup, ...] = (
-    SyscallGroup(
-        name="io_uring",
-        calls=("io_uring_setup", "io_uring_enter", "io_uring_register"),
-        errno=ENOSYS,
+    _plain(
+        "io_uring", ("io_uring_setup", "io_uring_enter", "io_uring_register"), ENOSYS,
         why="a second system-call interface, out of seccomp's sight operation by operation, and the entry point "
         "of a long series of kernel escalations (Docker refuses it since version 25; Google turned it off on "
         "ChromeOS, Android and its servers)",
         needed_by="databases and runtimes built on io_uring; libuv and tokio fall back to epoll by themselves",
-        refused=(_refuse(ENOSYS, "io_uring_setup", "io_uring_enter", "io_uring_register"),),
-        allowed=(_allow("io_uring_setup", "io_uring_enter", "io_uring_register"),),
     ),
     SyscallGroup(
         name="namespaces",
         calls=("unshare", "clone", "clone3", "setns", *_MOUNTS),
-        errno=EPERM,
         why="a user namespace makes a process root inside it and opens kernel code only root could reach "
         "(netfilter, mounts); nf_tables exploits such as CVE-2024-1086 start there",
         needed_by="nested sandboxes (bubblewrap, Chrome's sandbox, Podman inside the bottle), unshare, nsenter",
+        # unshare and clone stay allowed without a namespace flag; with one they
+        # fall to the default EPERM. The mount calls are simply not allowed.
         refused=(
             _allow("unshare", args=(ArgTest(0, "SCMP_CMP_MASKED_EQ", UNSHARE_NAMESPACES, 0),)),
             *_clone_without(CLONE_NAMESPACES),
@@ -290,80 +294,51 @@ GROUPS: tuple[SyscallGroup, ...] = (
         ),
         allowed=(_allow("unshare", "clone", "clone3", "setns", *_MOUNTS),),
     ),
-    SyscallGroup(
-        name="keyring",
-        calls=("keyctl", "add_key", "request_key"),
-        errno=EPERM,
+    _plain(
+        "keyring", ("keyctl", "add_key", "request_key"), EPERM,
         why="the kernel keyring is not namespaced (keys are shared with the host's user) and has had "
         "use-after-free escalations (CVE-2016-0728)",
         needed_by="Kerberos, ecryptfs and systemd tools that keep credentials in the kernel keyring",
-        refused=(_refuse(EPERM, "keyctl", "add_key", "request_key"),),
-        allowed=(_allow("keyctl", "add_key", "request_key"),),
     ),
-    SyscallGroup(
-        name="bpf",
-        calls=("bpf",),
-        errno=EPERM,
+    _plain(
+        "bpf", ("bpf",), EPERM,
         why="loads programs into the kernel, whose verifier has been bypassed many times (CVE-2021-3490)",
         needed_by="eBPF tools (bpftrace, bcc), which most hosts also refuse to unprivileged users",
-        refused=(_refuse(EPERM, "bpf"),),
-        allowed=(_allow("bpf"),),
     ),
-    SyscallGroup(
-        name="perf_event",
-        calls=("perf_event_open",),
-        errno=EPERM,
+    _plain(
+        "perf_event", ("perf_event_open",), EPERM,
         why="performance counters feed side channels and have had escalations of their own (CVE-2023-6931)",
         needed_by="profilers on hardware counters (perf)",
-        refused=(_refuse(EPERM, "perf_event_open"),),
-        allowed=(_allow("perf_event_open"),),
     ),
-    SyscallGroup(
-        name="userfaultfd",
-        calls=("userfaultfd",),
-        errno=EPERM,
+    _plain(
+        "userfaultfd", ("userfaultfd",), EPERM,
         why="lets a process stall the kernel in the middle of a copy, which turns kernel races into reliable exploits",
         needed_by="checkpointing and live migration (CRIU), some garbage collectors",
-        refused=(_refuse(EPERM, "userfaultfd"),),
-        allowed=(_allow("userfaultfd"),),
     ),
     SyscallGroup(
         name="personality",
         calls=("personality",),
-        errno=EPERM,
         why="values beyond the usual ones switch off a process's own hardening (address randomisation, "
         "non-executable data)",
         needed_by="debuggers that turn off address randomisation (gdb, rr), setarch -R",
         refused=tuple(_allow("personality", args=(ArgTest(0, "SCMP_CMP_EQ", value),)) for value in PERSONALITY_VALUES),
         allowed=(_allow("personality"),),
     ),
-    SyscallGroup(
-        name="kernel_modules",
-        calls=("init_module", "finit_module", "delete_module"),
-        errno=EPERM,
+    _plain(
+        "kernel_modules", ("init_module", "finit_module", "delete_module"), EPERM,
         why="loads code into the kernel; needs CAP_SYS_MODULE, which no bottle has",
-        needed_by="nothing that can run in a bottle",
-        refused=(_refuse(EPERM, "init_module", "finit_module", "delete_module"),),
-        fixed=True,
+        needed_by=_NO_BOTTLE, fixed=True,
     ),
-    SyscallGroup(
-        name="kexec_reboot",
-        calls=("kexec_load", "kexec_file_load", "reboot"),
-        errno=EPERM,
+    _plain(
+        "kexec_reboot", ("kexec_load", "kexec_file_load", "reboot"), EPERM,
         why="replaces or restarts the kernel; needs CAP_SYS_BOOT, which no bottle has",
-        needed_by="nothing that can run in a bottle",
-        refused=(_refuse(EPERM, "kexec_load", "kexec_file_load", "reboot"),),
-        fixed=True,
+        needed_by=_NO_BOTTLE, fixed=True,
     ),
-    SyscallGroup(
-        name="file_handles",
-        calls=("open_by_handle_at", "name_to_handle_at"),
-        errno=EPERM,
+    _plain(
+        "file_handles", ("open_by_handle_at", "name_to_handle_at"), EPERM,
         why="opens files by handle, skipping the path walk and with it the container's view of the "
         "filesystem (the 'shocker' escape); needs CAP_DAC_READ_SEARCH, which no bottle has",
-        needed_by="nothing that can run in a bottle",
-        refused=(_refuse(EPERM, "open_by_handle_at", "name_to_handle_at"),),
-        fixed=True,
+        needed_by=_NO_BOTTLE, fixed=True,
     ),
 )
 

@@ -203,9 +203,16 @@ def work_peer():
     return "ok"
 
 
+def _missing(tool):
+    if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+        return f"skipped: no {tool} in the image"
+    return None
+
+
 def work_git():
-    if subprocess.run(["sh", "-c", "command -v git"], capture_output=True).returncode != 0:
-        return "skipped: no git in the image"
+    skipped = _missing("git")
+    if skipped:
+        return skipped
     script = (
         "set -e; cd \"$(mktemp -d)\"; git init -q r; cd r; echo hi > f; git add f; "
         "git -c user.name=p -c user.email=p@example.invalid commit -qm one; git log --oneline | wc -l"
@@ -216,8 +223,9 @@ def work_git():
 
 
 def work_node():
-    if subprocess.run(["sh", "-c", "command -v node"], capture_output=True).returncode != 0:
-        return "skipped: no node in the image"
+    skipped = _missing("node")
+    if skipped:
+        return skipped
     script = (
         "const {execFileSync} = require('child_process');"
         "const {Worker} = require('worker_threads');"
