@@ -139,6 +139,8 @@ class SyscallGroup(msgspec.Struct, frozen=True):
 
 
 class SyscallPolicy(msgspec.Struct, frozen=True):
+    """The allowlist (``base``), the refused ``groups`` and the errno of every call on neither."""
+
     name: str
     base: tuple[Rule, ...]
     groups: tuple[SyscallGroup, ...]
