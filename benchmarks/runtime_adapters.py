@@ -87,21 +87,19 @@ def _cli_run(argv: list[str]) -> Callable[[], None]:
     return run
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=10, help="samples per measurement (default 10)")
-    parser.add_argument("--only", default="docker,podman,podman_rootless")
-    args = parser.parse_args()
+def per_engine(names: str, measure: Callable[[str, ContainerRuntime], tuple]) -> list[tuple]:
+    """``measure(name, runtime)`` for each engine of comma-separated ``names`` that answers.
 
+    An engine that fails is reported on stderr and left out; whatever a
+    measurement created (``RUN_LABELS``) is removed.
+    """
     rows = []
-    for name in args.only.split(","):
+    for name in names.split(","):
         runtime = _adapter(name)
         try:
             runtime.info()
-            adapter = statistics.median(_timed(_one_container(runtime), args.n))
-            cli = statistics.median(_timed(_cli_run(_cli(name)), args.n))
-            rows.append((name, adapter, cli, adapter / cli))
-        except (RuntimeFailure, subprocess.CalledProcessError, OSError) as exc:
+            rows.append(measure(name, runtime))
+        except (RuntimeFailure, RuntimeError, subprocess.CalledProcessError, OSError) as exc:
             print(f"{name}: not measured: {exc}", file=sys.stderr)
         finally:
             try:
@@ -109,6 +107,21 @@ def main() -> int:
             except RuntimeFailure:
                 pass
             runtime.close()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=10, help="samples per measurement (default 10)")
+    parser.add_argument("--only", default="docker,podman,podman_rootless")
+    args = parser.parse_args()
+
+    def measure(name: str, runtime: ContainerRuntime) -> tuple:
+        adapter = statistics.median(_timed(_one_container(runtime), args.n))
+        cli = statistics.median(_timed(_cli_run(_cli(name)), args.n))
+        return (name, adapter, cli, adapter / cli)
+
+    rows = per_engine(args.only, measure)
 
     print(f"median of {args.n}: create+start+exec(true)+remove (adapter) vs `run --rm IMAGE true` (CLI)")
     print(f"{'runtime':<16} {'adapter ms':>11} {'CLI ms':>9} {'ratio':>7}")

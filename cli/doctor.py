@@ -9,7 +9,17 @@ import stat
 import click
 
 from bottle.cli.app import AppState
-from bottle.core.doctor import FAIL, OK, WARN, EngineObservation, Finding, HostObservation, diagnose, exit_code
+from bottle.core.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    EngineObservation,
+    Finding,
+    HostObservation,
+    diagnose,
+    exit_code,
+    syscall_findings,
+)
 from bottle.core.images import DEFAULT_BASE_IMAGE, SHIPPED_SIDECARS, sidecar_image_tag
 from bottle.ports.errors import BottleError
 
@@ -54,7 +64,7 @@ def observe_engine(runtime: str, url: str, rootless: bool, base_image: str) -> E
             runtime, url, info.rootless, answers=True, version=info.version, api_version=info.api_version,
             storage_driver=info.storage_driver, network_backend=info.network_backend,
             cgroup_version=info.cgroup_version, base_image_present=adapter.image_exists(base_image),
-            sidecar_images_missing=missing,
+            sidecar_images_missing=missing, seccomp=info.seccomp,
         )
     except BottleError as exc:
         return EngineObservation(runtime, url, rootless, answers=False, error=exc.message)
@@ -121,12 +131,13 @@ def doctor(state: AppState, fmt: str) -> None:
     backend, and are the base and sidecar images present. For the host: what
     rootless Podman needs (subordinate ids, /dev/net/tun, XDG_RUNTIME_DIR)
     and the containers.conf lines cgroup v1 hosts need. Every problem comes
-    with a concrete fix. Exit status 1 when something must be fixed.
+    with a concrete fix. Last, what bottle's syscall policy refuses, why, and
+    how an agent gets a group back. Exit status 1 when something must be fixed.
     """
     with_runtime = state.runtime
     endpoints = [e for e in _engine_endpoints() if with_runtime in (None, e[0])]
     engines = [observe_engine(rt, url, rootless, DEFAULT_BASE_IMAGE) for rt, url, rootless in endpoints]
-    findings = diagnose(engines, observe_host(), DEFAULT_BASE_IMAGE)
+    findings = diagnose(engines, observe_host(), DEFAULT_BASE_IMAGE) + syscall_findings()
     if fmt == "json":
         import msgspec  # noqa: PLC0415
 

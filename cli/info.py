@@ -9,7 +9,7 @@ import click
 
 from bottle.cli.app import AppState, manifest_option
 from bottle.cli.manifest_files import load_manifest_files, secret_presence
-from bottle.core import routing
+from bottle.core import routing, seccomp
 from bottle.core.manifest import Agent
 from bottle.core.tokenref import parse_token_ref
 
@@ -58,7 +58,18 @@ def agent_info(agent: Agent, presence: dict[str, bool]) -> dict[str, Any]:
         "supervise": bottle.supervise,
         "limits": {"memory": bottle.limits.memory, "pids": bottle.limits.pids},
         "read_only_root": bottle.read_only_root,
+        "syscalls": _syscalls(bottle.syscalls.allow),
         "instructions_lines": len(agent.instructions.splitlines()),
+    }
+
+
+def _syscalls(allow: tuple[str, ...]) -> dict[str, Any]:
+    plan = seccomp.syscall_plan(allow)
+    return {
+        "policy": plan.name,
+        "digest": plan.digest,
+        "allowed": list(plan.allowed),
+        "refused": [g.name for g in seccomp.DEFAULT_POLICY.groups if g.name not in plan.allowed],
     }
 
 
@@ -106,6 +117,10 @@ def _text(info: dict[str, Any]) -> str:
         f"limits:       memory {limits['memory'] or 'unlimited'}, pids {limits['pids'] or 'unlimited'}"
         + (", read-only root" if info["read_only_root"] else "")
     )
+    calls = info["syscalls"]
+    lines.append(f"syscalls:     {calls['policy']}, refuses {', '.join(calls['refused'])}")
+    if calls["allowed"]:
+        lines.append(f"              WEAKENED: {', '.join(calls['allowed'])} allowed back (bottle.syscalls.allow)")
     if info["instructions_lines"]:
         lines.append(f"instructions: {info['instructions_lines']} lines")
     return "\n".join(lines) + "\n"

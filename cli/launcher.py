@@ -717,6 +717,7 @@ class Launcher:
             tty=container.tty,
             stdin_open=container.stdin_open,
             userns=container.userns,
+            seccomp_profile=container.syscalls.profile(),
         )
 
     def _container(self, step: Step) -> ContainerPlan:

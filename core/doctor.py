@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from bottle.core import seccomp
+
 OK = "ok"
 WARN = "warn"
 FAIL = "fail"
@@ -29,6 +31,7 @@ class EngineObservation(msgspec.Struct, frozen=True):
     cgroup_version: str = ""
     base_image_present: bool = False
     sidecar_images_missing: tuple[str, ...] = ()
+    seccomp: bool | None = None
 
 
 class HostObservation(msgspec.Struct, frozen=True):
@@ -83,6 +86,11 @@ def _engine_findings(engine: EngineObservation, base_image: str) -> list[Finding
     if engine.cgroup_version:
         described += f", cgroup v{engine.cgroup_version}"
     found = [Finding(OK, subject, f"answers ({described})")]
+    if engine.seccomp is False:
+        found.append(Finding(
+            FAIL, subject, "cannot apply a seccomp profile, so bottle will not launch here",
+            "run the engine on a kernel with seccomp (CONFIG_SECCOMP_FILTER) and a runtime built with libseccomp",
+        ))
     if engine.rootless and engine.storage_driver == "vfs":
         found.append(Finding(
             WARN, subject, "stores images with vfs, which copies every layer: launches take seconds longer",
@@ -137,6 +145,27 @@ def _host_findings(host: HostObservation) -> list[Finding]:
                              f"as root: mkdir -p {host.xdg_runtime_dir} && chown {host.user} {host.xdg_runtime_dir} "
                              f"&& chmod 700 {host.xdg_runtime_dir}"))
     return found
+
+
+def syscall_findings(policy: seccomp.SyscallPolicy = seccomp.DEFAULT_POLICY) -> list[Finding]:
+    """One line per group of the syscall policy: what it refuses with which errno, why, how to get it back."""
+    answers = seccomp.refused_calls(policy=policy)
+    found = []
+    for group in policy.groups:
+        by_errno: dict[str, list[str]] = {}
+        for call in group.calls:
+            by_errno.setdefault(seccomp.ERRNO_NAMES.get(answers[call], str(answers[call])), []).append(call)
+        refused = "; ".join(
+            f"{_some(calls)} answer{'s' if len(calls) == 1 else ''} {errno}" for errno, calls in by_errno.items()
+        )
+        back = "never given back" if group.fixed else f'an agent gets it back with bottle.syscalls.allow ["{group.name}"]'
+        found.append(Finding(OK, f"syscalls {group.name}", f"{refused}: {group.why}; {back}"))
+    return found
+
+
+def _some(calls: list[str], shown: int = 4) -> str:
+    more = len(calls) - shown
+    return ", ".join(calls[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def exit_code(findings: list[Finding]) -> int:

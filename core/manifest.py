@@ -109,6 +109,12 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return None if self.memory is None else parse_memory(self.memory)
 
 
+class Syscalls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Syscall groups the agent has back from bottle's policy (``bottle.core.seccomp``); each one weakens it."""
+
+    allow: tuple[str, ...] = ()
+
+
 class BottleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The ``bottle`` block: what the agent may reach and how it is confined."""
 
@@ -121,6 +127,7 @@ class BottleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     supervise_token_refs: tuple[str, ...] = ()
     limits: Limits = Limits()
     read_only_root: bool = False
+    syscalls: Syscalls = Syscalls()
 
 
 class Agent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

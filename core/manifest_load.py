@@ -29,7 +29,7 @@ from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 import msgspec
 import yaml
 
-from bottle.core import routing
+from bottle.core import routing, seccomp
 from bottle.core.errors import DOCUMENT, FRONT_MATTER, ManifestError, did_you_mean
 from bottle.core.secretscan import BROKERED, LABELS
 from bottle.core.manifest import (
@@ -597,6 +597,19 @@ def _validate_agent(checker: _Checker, agent: Agent, prefix: str) -> Agent:
             checker.fail(at("bottle", "limits", "memory"), str(exc))
     if limits.pids is not None and not 1 <= limits.pids <= _MAX_PIDS:
         checker.fail(at("bottle", "limits", "pids"), f"expected an integer from 1 to {_MAX_PIDS}")
+
+    seen_groups: set[str] = set()
+    for index, group in enumerate(bottle.syscalls.allow):
+        path = at("bottle", "syscalls", "allow", index)
+        if not group or _CONTROL.search(group) or len(group) > 60:
+            checker.fail(path, "expected the name of a syscall group like 'io_uring'")
+        if group in seen_groups:
+            checker.fail(path, f"syscall group `{group}` is listed twice; expected each group once")
+        seen_groups.add(group)
+        try:
+            seccomp.normalise_allow([group])
+        except ValueError as exc:
+            checker.fail(path, str(exc), hint="docs/manifest.md#syscall-groups lists the groups; `bottle doctor` explains them")
 
     if tuple(allow) != bottle.egress.allow:
         egress = msgspec.structs.replace(bottle.egress, allow=tuple(allow))

@@ -26,6 +26,7 @@ from bottle.core.lifecycle import AGENT_HOME, CA_BUNDLE_PATHS
 from bottle.core.manifest import Agent, Manifest, Route, parse_memory
 from bottle.core.manifest_load import ANTHROPIC_HOST
 from bottle.core.proposals import DECISIONS_DIR, FILINGS_DIR
+from bottle.core.seccomp import SyscallPlan, syscall_plan
 from bottle.core.state import (
     DOCKERFILE,
     audit_dir,
@@ -299,6 +300,9 @@ class ContainerPlan(msgspec.Struct, frozen=True):
     # The sidecar is ready when ``GET <health_path>`` on SIDECAR_PORT answers
     # 200; None: when the port accepts connections.
     health_path: str | None = None
+    # bottle's syscall policy (bottle.core.seccomp); only the agent's may have
+    # groups given back by its manifest, sidecars keep this default.
+    syscalls: SyscallPlan = msgspec.field(default_factory=syscall_plan)
 
 
 class ProxyWiring(msgspec.Struct, frozen=True):
@@ -644,6 +648,12 @@ def plan_launch(
             "the agent runs without them"
         )
         memory = pids = None
+    agent_syscalls = syscall_plan(bottle.syscalls.allow)
+    if agent_syscalls.allowed:
+        warnings.append(
+            f"the agent's syscall policy is weakened: {', '.join(agent_syscalls.allowed)} allowed back "
+            "by bottle.syscalls.allow"
+        )
     containers.append(
         ContainerPlan(
             role=naming.ROLE_AGENT,
@@ -663,6 +673,7 @@ def plan_launch(
             tty=request.interactive,
             stdin_open=request.interactive,
             userns=request.userns,
+            syscalls=agent_syscalls,
         )
     )
 

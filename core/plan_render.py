@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from bottle.core import gitgate, naming
+from bottle.core import gitgate, naming, seccomp
 from bottle.core.plan import ContainerPlan, EnvVar, LaunchPlan
 
 __all__ = ["plan_to_json", "render_json", "render_text"]
@@ -75,7 +75,24 @@ def _container_lines(container: ContainerPlan) -> list[str]:
     if container.user:
         userns = f", user namespace {container.userns}" if container.userns else ""
         lines.append(f"      runs as: {container.user}{userns}")
+    lines.append(f"      syscalls: {_syscalls_word(container.syscalls)}")
     return lines
+
+
+def _syscalls_word(plan: seccomp.SyscallPlan) -> str:
+    # 12 hex digits tell two profiles apart at a glance; the JSON has the whole digest.
+    word = f"{plan.name} ({plan.digest[:19]})"
+    if plan.allowed:
+        word += f", WEAKENED: {', '.join(plan.allowed)} allowed back"
+    return word
+
+
+def _syscalls_line(plan: seccomp.SyscallPlan) -> str:
+    refused = [g.name for g in seccomp.DEFAULT_POLICY.groups if g.name not in plan.allowed]
+    line = f"syscalls:  {plan.name} refuses {', '.join(refused)}"
+    if plan.allowed:
+        line += f"; WEAKENED: {', '.join(plan.allowed)} allowed back by the manifest"
+    return line
 
 
 def render_text(plan: LaunchPlan) -> str:
@@ -136,6 +153,8 @@ def render_text(plan: LaunchPlan) -> str:
     else:
         add("git:       no brokered remotes (git push has no way out)")
     add(f"supervise: {'on (the agent can propose changes; you approve them)' if plan.supervise else 'off'}")
+    if agent is not None:
+        add(_syscalls_line(agent.syscalls))
     if plan.claude:
         add("claude:    ANTHROPIC_BASE_URL set, placeholder credential, telemetry off")
     add("")

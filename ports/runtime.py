@@ -31,6 +31,8 @@ class EngineInfo:
     network_backend: str = ""
     cgroup_version: str = ""
     address: str = ""
+    # Whether the engine can apply a seccomp profile; None when it does not say.
+    seccomp: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class ContainerSpec:
     are connected before it starts. ``command`` replaces the image's CMD,
     ``entrypoint`` its ENTRYPOINT. ``env`` values may be secrets only for
     sidecars that hold them; the agent's spec never carries one.
+
+    ``seccomp_profile`` is a seccomp profile as JSON text, in the format
+    Docker and Podman share (``bottle.core.seccomp.render_profile``); None
+    leaves the engine's own default profile, which bottle never does for a
+    bottle's containers.
     """
 
     name: str
@@ -137,6 +144,7 @@ class ContainerSpec:
     stdin_open: bool = False
     # Rootless Podman: "keep-id" maps the invoking user to the same uid inside.
     userns: str | None = None
+    seccomp_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +271,13 @@ class ContainerRuntime(Protocol):
         pids and memory limits are what a process inside observes; an engine
         that cannot apply the limits (rootless Podman on cgroup v1) raises
         ``EngineError`` instead of dropping them.
+
+        A ``seccomp_profile`` is applied exactly: every process of the
+        container, and every ``exec`` into it, runs under that filter and no
+        other. An engine that cannot apply it (seccomp switched off, a
+        profile it cannot read or parse) raises ``EngineError`` here, never
+        falls back to its default profile; Docker parses the profile only
+        when the container starts, so there ``start_container`` raises.
         """
         ...
 

@@ -15,6 +15,7 @@ from bottle.adapters._archive import pack, unpack
 from bottle.adapters._build import follow_build
 from bottle.adapters.docker.errors import map_docker_errors
 from bottle.adapters._removal import remove_labelled_through
+from bottle.adapters._seccomp import check_profile
 from bottle.ports.errors import EngineError, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
@@ -64,6 +65,7 @@ class DockerRuntime:
         self.address = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.timeout = timeout
         self._client: Any = None
+        self._engine: EngineInfo | None = None
 
     @property
     def _api(self) -> Any:
@@ -85,7 +87,7 @@ class DockerRuntime:
             version = self._api.version()
             info = self._api.info()
         security = [str(option) for option in info.get("SecurityOptions") or []]
-        return EngineInfo(
+        self._engine = EngineInfo(
             runtime="docker",
             version=str(version.get("Version", "")),
             api_version=str(version.get("ApiVersion", "")),
@@ -94,7 +96,9 @@ class DockerRuntime:
             network_backend="libnetwork",
             cgroup_version=f"v{info['CgroupVersion']}" if info.get("CgroupVersion") else "",
             address=self.address,
+            seccomp=any(option.startswith("name=seccomp") for option in security),
         )
+        return self._engine
 
     # -- images -----------------------------------------------------------
     def build_image(self, request: BuildRequest, on_progress: ProgressCallback | None = None) -> ImageInfo:
@@ -201,6 +205,11 @@ class DockerRuntime:
                 f"create container {spec.name}: Docker has no user namespace mode {spec.userns!r}",
                 hint="user namespace modes such as keep-id are Podman's; use `--runtime podman`",
             )
+        security_opt = ["no-new-privileges"] if spec.no_new_privileges else []
+        check_profile(spec, lambda: self._engine or self.info())
+        if spec.seccomp_profile is not None:
+            # The profile travels as text; the daemon parses it when the container starts.
+            security_opt.append(f"seccomp={spec.seccomp_profile}")
         first = spec.networks[0] if spec.networks else None
         host_config = api.create_host_config(
             mounts=[
@@ -210,7 +219,7 @@ class DockerRuntime:
             tmpfs=dict(spec.tmpfs) or None,
             cap_drop=list(spec.cap_drop) or None,
             cap_add=list(spec.cap_add) or None,
-            security_opt=["no-new-privileges"] if spec.no_new_privileges else None,
+            security_opt=security_opt or None,
             read_only=spec.read_only_rootfs or None,
             pids_limit=spec.pids_limit,
             mem_limit=spec.memory_bytes,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bottle.adapters._errors_common import require_labels
+from bottle.adapters._seccomp import check_profile
 from bottle.ports.errors import BuildFailed, EngineError, NameConflict, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
@@ -69,7 +70,9 @@ class InMemoryRuntime:
 
     name = "memory"
 
-    def __init__(self, images: Iterable[str] = (), exec_handler: ExecHandler | None = None) -> None:
+    def __init__(self, images: Iterable[str] = (), exec_handler: ExecHandler | None = None, seccomp: bool = True) -> None:
+        # False plays an engine without seccomp, which must refuse a profile.
+        self.seccomp = seccomp
         self.images: dict[str, ImageInfo] = {}
         self.networks: dict[str, NetworkInfo] = {}
         self.containers: dict[str, _Container] = {}
@@ -117,7 +120,7 @@ class InMemoryRuntime:
 
     # -- engine -----------------------------------------------------------
     def info(self) -> EngineInfo:
-        return EngineInfo(runtime="memory", version="0", api_version="0", rootless=False, address="memory://")
+        return EngineInfo(runtime="memory", version="0", api_version="0", rootless=False, address="memory://", seccomp=self.seccomp)
 
     # -- images -----------------------------------------------------------
     def build_image(self, request: BuildRequest, on_progress: ProgressCallback | None = None) -> ImageInfo:
@@ -229,6 +232,7 @@ class InMemoryRuntime:
         image = self._image(spec.image)
         for attachment in spec.networks:
             self._network(attachment.network)
+        check_profile(spec, self.info)
         info = ContainerInfo(id=self._new_id(), name=spec.name, image=spec.image, status="created", labels={**image.labels, **spec.labels})
         files = {path: FileEntry(path=path, mode=0o755, is_dir=True) for path in _BASE_DIRS}
         files.update(self.image_files.get(image.id, {}))

@@ -8,11 +8,13 @@ returning, where the port wants progress while the build runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from bottle.adapters._archive import pack, unpack
@@ -21,6 +23,7 @@ from bottle.adapters.podman.errors import map_podman_errors
 from bottle.adapters.podman.specgen import container_specgen
 from bottle.adapters.podman.streams import demux, join_frames
 from bottle.adapters._removal import remove_labelled_through
+from bottle.adapters._seccomp import check_profile
 from bottle.ports.errors import EngineError, NotFound
 from bottle.ports.runtime import (
     BuildRequest,
@@ -98,6 +101,29 @@ def _pick_socket(candidates: list[str]) -> str:
     return candidates[0]
 
 
+@contextlib.contextmanager
+def _profile_file(profile: str | None) -> Iterator[str | None]:
+    """``profile`` in a temporary file the engine can read, removed afterwards; None for None.
+
+    libpod reads a seccomp profile from a path on its own host, once, when
+    the container is created (the filter is part of the container's stored
+    spec from then on). A rootless engine runs as its own user, so the file
+    is world-readable: it holds the policy, which is no secret.
+    """
+    if profile is None:
+        yield None
+        return
+    handle, path = tempfile.mkstemp(prefix="bottle-seccomp-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(profile)
+        os.chmod(path, 0o644)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def _filters(labels: Mapping[str, str]) -> dict[str, str]:
     return {"filters": json.dumps({"label": [f"{key}={value}" for key, value in labels.items()]})}
 
@@ -161,6 +187,7 @@ class PodmanRuntime:
             network_backend=str(host.get("networkBackend", "")),
             cgroup_version=str(host.get("cgroupVersion", "")),
             address=self.address,
+            seccomp=bool((host.get("security") or {}).get("seccompEnabled")),
         )
         return self._engine
 
@@ -294,14 +321,16 @@ class PodmanRuntime:
                     hint="boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), use rootful Podman or Docker, "
                     "or run without limits",
                 )
-        body = container_specgen(spec)
-        peers = self._internal_peers(spec)
-        if peers:
-            body["hostadd"] = [f"{peer}:{address}" for peer, address in peers]
-        with self._errors(f"create container {spec.name}", creating=True):
-            response = self._api.post("/containers/create", data=json.dumps(body))
-            response.raise_for_status()
-            data = response.json()
+        check_profile(spec, self._engine_info)
+        with _profile_file(spec.seccomp_profile) as profile_path:
+            body = container_specgen(spec, profile_path)
+            peers = self._internal_peers(spec)
+            if peers:
+                body["hostadd"] = [f"{peer}:{address}" for peer, address in peers]
+            with self._errors(f"create container {spec.name}", creating=True):
+                response = self._api.post("/containers/create", data=json.dumps(body))
+                response.raise_for_status()
+                data = response.json()
         return ContainerInfo(id=str(data.get("Id", "")), name=spec.name, image=spec.image, status="created", labels=dict(spec.labels))
 
     def _internal_peers(self, spec: ContainerSpec) -> list[tuple[str, str]]:

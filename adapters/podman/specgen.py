@@ -7,11 +7,14 @@ from typing import Any
 from bottle.ports.runtime import ContainerSpec
 
 
-def container_specgen(spec: ContainerSpec) -> dict[str, Any]:
+def container_specgen(spec: ContainerSpec, seccomp_profile_path: str | None = None) -> dict[str, Any]:
     """The libpod create body that makes the container ``spec`` describes.
 
     Every network is joined at create time (libpod takes several, each with
     its aliases), so there is no window where the container sits on only one.
+    libpod takes a seccomp profile only as a path on the engine's host
+    (``seccomp_profile_path``), read once at create; the caller writes
+    ``spec.seccomp_profile`` there.
     """
     body: dict[str, Any] = {
         "name": spec.name,
@@ -69,4 +72,6 @@ def container_specgen(spec: ContainerSpec) -> dict[str, Any]:
         body["resource_limits"] = limits
     if spec.userns:
         body["userns"] = {"nsmode": spec.userns}
+    if seccomp_profile_path is not None:
+        body["seccomp_profile_path"] = seccomp_profile_path
     return body

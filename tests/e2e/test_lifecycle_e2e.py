@@ -59,11 +59,21 @@ psout=$(ps -eo args); echo "CHECK ps-lines $(printf '%s\n' "$psout" | wc -l)"
 echo "CHECK ps-matches $(printf '%s\n' "$psout" | grep -c -F -- "$p")"
 echo "CHECK files-as-agent [$(grep -r -l -F -s --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$p" / 2>/dev/null | head -5 | tr '\n' ' ')]"
 echo "CHECK uid $(id -u)"
+python3 -c "$IO_URING_PROBE"; echo "CHECK io-uring-exit $?"
+unshare -Ur true 2>/dev/null; echo "CHECK unshare-exit $?"
 echo written > /workspace/written-by-agent
 echo "{ready}"
 for i in $(seq 1 300); do [ -e /workspace/{done} ] && break; sleep 0.2; done
 exit 42
 """
+
+
+# Exits with the errno io_uring_setup(1, NULL) answers: ENOSYS (38) from
+# bottle's syscall policy; the kernel itself would answer EFAULT (14).
+IO_URING_PROBE = (
+    "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True); "
+    "sys.exit(ctypes.get_errno() if libc.syscall(425, 1, 0) == -1 else 0)"
+)
 
 
 def checks(stdout: str) -> dict[str, list[str]]:
@@ -123,8 +133,9 @@ def test_a_bottle_confines_the_agent_and_leaves_nothing(bottle: Bottle, engine: 
         ready=READY_MARKER, done=DONE_FILE,
     )
     root_grep: subprocess.CompletedProcess[bytes] | None = None
+    guard_io_uring: int | None = None
     with stub(bottle.agent) as upstream:
-        proc = bottle.popen("start", bottle.agent, "-y", "--", "bash", "-c", script)
+        proc = bottle.popen("start", bottle.agent, "-y", "--", "bash", "-c", f"IO_URING_PROBE='{IO_URING_PROBE}'\n{script}")
         lines = stream(proc)
         out: list[str] = []
         deadline = time.monotonic() + 240
@@ -146,6 +157,8 @@ def test_a_bottle_confines_the_agent_and_leaves_nothing(bottle: Bottle, engine: 
                     user="0",
                 )
                 root_grep = subprocess.CompletedProcess([], result.exit_code, result.stdout, result.stderr)
+                guard = naming.resource_name(naming.ROLE_GUARD, identity_of("".join(out)))
+                guard_io_uring = engine.adapter.exec(guard, ["python3", "-c", IO_URING_PROBE]).exit_code
                 (bottle.project / DONE_FILE).touch()
         proc.wait(timeout=120)
         stderr = proc.stderr.read() if proc.stderr else ""
@@ -171,6 +184,9 @@ def test_a_bottle_confines_the_agent_and_leaves_nothing(bottle: Bottle, engine: 
     # grep exits 1 for no match, 2 when some file could not be read (root has no capabilities there)
     assert root_grep is not None and root_grep.returncode in (1, 2) and root_grep.stdout == b"", root_grep
     assert found["uid"] == [str(expected_uid)]
+    # bottle's syscall policy, not the engine's default, in the agent and in a sidecar
+    assert (found["io-uring-exit"], found["unshare-exit"]) == (["38"], ["1"]), stdout
+    assert guard_io_uring == 38
     written = bottle.project / "written-by-agent"
     assert written.read_text() == "written\n" and written.stat().st_uid == expected_uid
     assert bottle.secret not in stdout and bottle.secret not in stderr

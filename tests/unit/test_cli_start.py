@@ -308,6 +308,26 @@ def test_info_json_of_the_git_example(project: Path) -> None:
     assert data["supervise"] is True
 
 
+def test_a_syscall_group_given_back_shows_as_a_weakening_in_dry_run_and_info(project: Path) -> None:
+    manifest = project / "db.json"
+    manifest.write_text(json.dumps({"agents": {"db": {"image": "i", "bottle": {"syscalls": {"allow": ["io_uring"]}}}}}))
+    text = run("start", "db", "--dry-run", "--manifest", str(manifest)).stdout
+    assert "WEAKENED: io_uring allowed back by the manifest" in text
+    assert "! the agent's syscall policy is weakened: io_uring allowed back" in text
+    plan = json.loads(run("start", "db", "--dry-run", "--format=json", "--manifest", str(manifest)).stdout)
+    assert {c["role"]: c["syscalls"]["allowed"] for c in plan["containers"]} == {"agent": ["io_uring"], "guard": []}
+    info = run("info", "db", "--manifest", str(manifest)).stdout
+    assert "syscalls:     bottle-v1, refuses namespaces, keyring" in info
+    assert "WEAKENED: io_uring allowed back (bottle.syscalls.allow)" in info
+    data = json.loads(run("info", "db", "--format=json", "--manifest", str(manifest)).stdout)
+    assert data["syscalls"]["allowed"] == ["io_uring"] and data["syscalls"]["digest"].startswith("sha256:")
+    manifest.write_text(json.dumps({"agents": {"db": {"image": "i", "bottle": {"syscalls": {"allow": ["iouring"]}}}}}))
+    bad = run("start", "db", "--dry-run", "--manifest", str(manifest))
+    assert bad.exit_code == 2
+    assert f"{manifest}: agents.db.bottle.syscalls.allow[0]: unknown syscall group `iouring`" in bad.stderr
+    assert "did you mean `io_uring`?" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_info_of_a_markdown_agent(project: Path) -> None:
     result = run("info", "reviewer", "--manifest", str(EXAMPLES / "agents"))
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ from bottle.cli.launcher import (
     launcher_alive,
     process_state,
 )
-from bottle.core import naming
+from bottle.core import naming, seccomp
 from bottle.core.images import sidecar_image_tag
 from bottle.core.lifecycle import BottleInUse, LauncherRecord, NameTaken, Users, launch_steps
 from bottle.core.manifest import Agent
@@ -261,6 +261,30 @@ def test_an_engine_error_at_any_step_leaves_nothing(store: LocalStateStore, tmp_
         run_all(launcher)
     assert leftovers(runtime) == NOTHING
     assert not runtime.containers
+    assert not (ID in store.identities())
+
+
+def test_every_container_gets_the_syscall_profile_its_plan_names(store: LocalStateStore, tmp_path: Path) -> None:
+    runtime = Runtime(images())
+    launcher = make(store, runtime, agent_of({**ROUTES, "syscalls": {"allow": ["io_uring"]}}), tmp_path)
+    with launcher.interrupts:
+        launcher.launch()
+        specs = {c.spec.name: c.spec.seccomp_profile for c in runtime.containers.values()}
+        launcher.teardown()
+    assert specs == {
+        f"bottle-agent-{ID}": seccomp.render_profile(("io_uring",)),
+        f"bottle-guard-{ID}": seccomp.render_profile(),
+        f"bottle-egress-proxy-{ID}": seccomp.render_profile(),
+    }
+
+
+def test_an_engine_that_cannot_apply_the_profile_stops_the_launch(store: LocalStateStore, tmp_path: Path) -> None:
+    runtime = Runtime(images())
+    runtime.seccomp = False
+    launcher = make(store, runtime, agent_of(), tmp_path)
+    with pytest.raises(EngineError, match="cannot apply a seccomp profile"):
+        run_all(launcher)
+    assert leftovers(runtime) == NOTHING and not runtime.containers
     assert not (ID in store.identities())
 
 

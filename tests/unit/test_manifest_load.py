@@ -540,7 +540,7 @@ def test_the_reference_documents_every_field_and_default() -> None:
 
     text = (EXAMPLES.parent / "manifest.md").read_text()
     for struct in (m.Agent, m.BottleConfig, m.Egress, m.EgressProxy, m.Route, m.GitRemote, m.Branches, m.Limits,
-                   m.FindingWaiver):
+                   m.FindingWaiver, m.Syscalls):
         for field in msgspec.structs.fields(struct):
             if field.name in m.LOADER_FIELDS - {"name"}:
                 continue
