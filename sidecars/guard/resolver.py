@@ -167,7 +167,9 @@ class SystemLookup:
     """Look a name up as the container's ``/etc/hosts`` and ``/etc/resolv.conf`` say (see the module docstring).
 
     ``port`` is the name servers' port (53; another only for stand-ins in
-    tests and benchmarks). Raises ``OSError`` or a ``dns.exception.DNSException``
+    tests and benchmarks). A query that gets no answer is sent again after
+    dnspython's 2 s (or resolv.conf's ``timeout``), and the lookup gives up
+    after 5 s in all. Raises ``OSError`` or a ``dns.exception.DNSException``
     when the name servers cannot be asked or do not answer.
     """
 
