@@ -45,6 +45,8 @@ SIDECAR_REQUIREMENTS = (
     "mitmproxy>=11.0.2,<11.1",
     "msgspec>=0.19,<0.23",
     "pyyaml>=6,<7",
+    # The guard's lookups: glibc's getaddrinfo does not tell an answer's TTL.
+    "dnspython>=2.6,<3",
 )
 # Dependencies PyPI has only as source: built into (pure Python) wheels on
 # the host, so the container never builds anything. mitmproxy 11.0.2 pins

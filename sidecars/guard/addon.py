@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -87,6 +86,7 @@ from bottle.core.secretscan import Finding, SecretScanner, StreamScan
 from bottle.sidecars._mitm import abort_upstream, deny_response, now, request_headers
 from bottle.sidecars._shared import DEFAULT_POLICY_FILE, AuditLog, WatchedFile, load_tokens
 from bottle.sidecars.guard.bodies import content_codings, decode_body
+from bottle.sidecars.guard.resolver import system_resolver
 from bottle.sidecars.guard.spent import RULE_GRANT_USED, read_spent_grants
 
 DEFAULT_BODY_BUFFER = 1 << 20
@@ -104,13 +104,6 @@ _STREAM = "bottle.stream"
 _AUDITED = "bottle.audited"
 
 
-async def system_resolver(host: str, port: int) -> list[str]:
-    """The addresses ``host`` resolves to, as the system resolver says (deduplicated, in order)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 class GuardAddon:
     def __init__(
         self,
@@ -120,7 +113,7 @@ class GuardAddon:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._environ = environ if environ is not None else os.environ
-        self._resolver = resolver or system_resolver
+        self._resolver = resolver or system_resolver()
         self._clock = clock or now
         self._policy_file: WatchedFile[tuple[PolicyDocument, str]] | None = None
         self._grants_file: WatchedFile[tuple[GrantsDocument, str]] | None = None
